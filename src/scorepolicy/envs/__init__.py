@@ -1,0 +1,1 @@
+"""Tasks: env factories, observation adapters, metrics and scripted experts."""

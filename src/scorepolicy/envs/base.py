@@ -1,0 +1,44 @@
+"""What a task is: an env factory, the observation mapping for its data, and its metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from scorepolicy.data.episodes import Episodes
+
+StepInfos = Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task the policy can be trained and evaluated on.
+
+    Environments made by `make_env` already return the adapted observation: a float32 vector of
+    length `obs_dim`, the same mapping `dataset_obs` applies to recorded data, so a policy trained
+    on the data sees identical inputs in the simulator. Actions are in the env's own units.
+    """
+
+    name: str
+    obs_dim: int
+    action_dim: int
+    max_steps: int
+    """Episode step limit used by evaluation."""
+    default_seed: int
+    """First evaluation seed (Push-T: 100000)."""
+    make_env: Callable[[str | None], gym.Env]
+    """make_env(render_mode) -> env; render_mode is None or "rgb_array"."""
+    dataset_obs: Callable[[Episodes], np.ndarray]
+    """Observations (total_steps, obs_dim) float32 from recorded episodes."""
+    dataset_actions: Callable[[Episodes], np.ndarray]
+    """Actions (total_steps, action_dim) float32 from recorded episodes."""
+    episode_metrics: Callable[[StepInfos], dict[str, float]]
+    """Per-episode record from the infos of every step (after reset): must contain 'success' (0/1)."""
+    aggregate_metrics: Callable[[list[dict[str, Any]]], dict[str, float]]
+    """Task-level aggregates (e.g. mean_score) from the per-episode records."""
+    stop_on_success: bool = True
+    """End an episode at the first step whose info reports success."""
