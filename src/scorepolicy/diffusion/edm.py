@@ -1,0 +1,51 @@
+"""EDM preconditioning and loss (Karras et al. 2022, Table 1), in the paper's notation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+# F(c_in·x, c_noise) -> raw network output; the condition is closed over by the caller.
+RawNet = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Precond:
+    """The four EDM scalings for a batch of noise levels sigma (shape (B,), broadcast by the caller)."""
+
+    c_skip: Tensor
+    c_out: Tensor
+    c_in: Tensor
+    c_noise: Tensor
+
+
+def edm_precond(sigma: Tensor, sigma_data: float) -> Precond:
+    """Eq. (7)/Table 1: c_skip = σd²/(σ²+σd²), c_out = σσd/√(σ²+σd²), c_in = 1/√(σ²+σd²), c_noise = ¼ln σ."""
+    s2, d2 = sigma**2, sigma_data**2
+    return Precond(
+        c_skip=d2 / (s2 + d2),
+        c_out=sigma * sigma_data / (s2 + d2).sqrt(),
+        c_in=1.0 / (s2 + d2).sqrt(),
+        c_noise=sigma.log() / 4.0,
+    )
+
+
+def _expand(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+def edm_denoise(net: RawNet, x: Tensor, sigma: Tensor, sigma_data: float) -> Tensor:
+    """Eq. (7): D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise)."""
+    p = edm_precond(sigma, sigma_data)
+    return _expand(p.c_skip, x) * x + _expand(p.c_out, x) * net(_expand(p.c_in, x) * x, p.c_noise)
+
+
+def edm_loss(net: RawNet, x0: Tensor, sigma: Tensor, noise: Tensor, sigma_data: float) -> Tensor:
+    """Eq. (8) with λ(σ) = 1/c_out²: per-sample ‖F(c_in·(x0+σn)) − (x0 − c_skip·(x0+σn))/c_out‖², mean over dims."""
+    p = edm_precond(sigma, sigma_data)
+    x = x0 + _expand(sigma, x0) * noise
+    target = (x0 - _expand(p.c_skip, x0) * x) / _expand(p.c_out, x0)
+    out = net(_expand(p.c_in, x0) * x, p.c_noise)
+    return (out - target).pow(2).flatten(1).mean(dim=1)

@@ -1,0 +1,64 @@
+"""Typed configuration of a score policy: diffusion, denoiser and chunking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from scorepolicy.models import MLPConfig, TransformerConfig
+
+
+@dataclass
+class DiffusionConfig:
+    """Score-based (EDM/Karras) diffusion: training σ density and few-step sampling."""
+
+    sigma_data: float = 0.5
+    """σ_data of EDM preconditioning (std of normalised actions)."""
+    sigma_min: float = 0.002
+    """Smallest noise level, for training and for the sampling schedule."""
+    sigma_max: float = 1.0
+    """Largest noise level; sampling starts at σ_max·N(0, I). BESO uses 1: train and sample on one range."""
+    rho: float = 7.0
+    """Karras schedule curvature."""
+    train_density: Literal["lognormal", "loglogistic", "loguniform"] = "lognormal"
+    """Training σ density, truncated to [sigma_min, sigma_max]."""
+    p_mean: float = -1.2
+    """Log-normal mean of ln σ (EDM: −1.2)."""
+    p_std: float = 1.2
+    """Log-normal std of ln σ (EDM: 1.2)."""
+    loglogistic_scale: float = 0.5
+    """Log-logistic scale of ln σ, centred at ln σ_data (BESO: 0.5)."""
+    sampler: Literal["euler", "heun", "ddim", "dpmpp_2m", "euler_ancestral"] = "ddim"
+    """Sampler used by predict_action_chunk."""
+    schedule: Literal["karras", "exponential", "linear"] = "karras"
+    """σ schedule used for sampling."""
+    terminal: Literal["append", "replace"] = "replace"
+    """'replace': N+1 schedule points with the last set to 0 (every step counts); 'append': k-diffusion's."""
+    nfe: int = 3
+    """Denoiser evaluations per action chunk."""
+
+
+@dataclass
+class PolicyConfig:
+    """A score policy over action chunks, conditioned on an observation history."""
+
+    obs_dim: int = 0
+    """Observation size (0 = take it from the data)."""
+    action_dim: int = 0
+    """Action size (0 = take it from the data)."""
+    n_obs_steps: int = 2
+    """T_o: observations the policy conditions on (the current one and T_o − 1 before it)."""
+    horizon: int = 16
+    """T_p: actions predicted per chunk, starting at the current step."""
+    n_action_steps: int = 8
+    """T_a: actions of each chunk executed before re-planning."""
+    denoiser: Literal["mlp", "transformer"] = "mlp"
+    """Denoiser network."""
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    """MLP denoiser settings (used when denoiser='mlp')."""
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    """Transformer denoiser settings (used when denoiser='transformer')."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """Diffusion settings."""
+    seed: int = 0
+    """Seed of the sampling noise generator."""

@@ -1,0 +1,187 @@
+"""The training loop: AdamW, warm-up + cosine, EMA, clipping, logs, atomic checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from scorepolicy.data.windows import WindowDataset
+from scorepolicy.files import atomic_write_json, to_dict
+from scorepolicy.policies import ScorePolicy
+from scorepolicy.training.checkpoint import STATE_FILE, TrainState, load_train_state, save_train_state
+from scorepolicy.training.config import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run produced."""
+
+    run_dir: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    """Training loss of every step run in this call."""
+    val_losses: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to min_lr_ratio at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model for parameters; buffers (normaliser) are copied."""
+    ema_params: list[torch.Tensor] = list(ema.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Numpy batch → torch tensors (no copy)."""
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def make_state(policy: ScorePolicy, cfg: TrainConfig) -> TrainState:
+    """Fresh optimiser, EMA copy and RNGs for `policy`."""
+    optimizer = torch.optim.AdamW(
+        policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+    )
+    return TrainState(
+        step=0,
+        model=policy,
+        ema=copy.deepcopy(policy).requires_grad_(False),
+        optimizer=optimizer,
+        data_rng=np.random.default_rng(cfg.seed),
+        noise_gen=torch.Generator().manual_seed(cfg.seed + 1),
+    )
+
+
+@torch.no_grad()
+def validation_loss(policy: ScorePolicy, data: WindowDataset, n_windows: int = 2048, seed: int = 0) -> float:
+    """Mean EDM loss over a fixed subset of windows with fixed noise (comparable across steps and runs)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(data), size=min(n_windows, len(data)), replace=False)
+    gen = torch.Generator().manual_seed(seed)
+    losses = [
+        policy.compute_loss(to_torch(data.batch(chunk)), generator=gen)[0].item() * len(chunk)
+        for chunk in np.array_split(idx, max(1, len(idx) // 512))
+    ]
+    return float(sum(losses) / len(idx))
+
+
+def save_checkpoint(run_dir: Path, state: TrainState, cfg: TrainConfig) -> None:
+    """EMA model + config at the top of the run dir, a snapshot, and the resumable state (all atomic)."""
+    ema: Any = state.ema
+    ema.save_pretrained(run_dir)
+    if cfg.keep_snapshots > 0:
+        ema.save_pretrained(run_dir / "checkpoints" / f"step_{state.step:07d}")
+        snapshots = sorted((run_dir / "checkpoints").glob("step_*"))
+        for old in snapshots[: -cfg.keep_snapshots]:
+            shutil.rmtree(old, ignore_errors=True)
+    save_train_state(run_dir / STATE_FILE, state)
+
+
+class MetricsLog:
+    """metrics.csv (appended, header once) and optionally TensorBoard."""
+
+    FIELDS = ("step", "loss", "grad_norm", "lr", "steps_per_s", "val_loss")
+
+    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.writer: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, row: dict[str, float]) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.writer.add_scalar(f"train/{k}", v, int(row["step"]))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(
+    policy: ScorePolicy,
+    data: WindowDataset,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    val_data: WindowDataset | None = None,
+    resume: bool = False,
+    run_config: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `policy` on `data` for cfg.steps gradient steps, writing everything into `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    state = make_state(policy, cfg)
+    if resume:
+        load_train_state(run_dir / STATE_FILE, state)
+    atomic_write_json(run_dir / "train_config.json", {"train": to_dict(cfg), **(run_config or {})})
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        state.optimizer, lambda s: lr_factor(s, cfg), state.step - 1
+    )
+    log, result = MetricsLog(run_dir, cfg.tensorboard), TrainResult(run_dir, state.step)
+    bar = tqdm(total=cfg.steps, initial=state.step, disable=not cfg.progress, desc="train", unit="step")
+    t0 = tick = time.perf_counter()
+    policy.train()
+    while state.step < cfg.steps:
+        batch = to_torch(data.batch(state.data_rng.integers(0, len(data), cfg.batch_size)))
+        loss, _ = policy.compute_loss(batch, generator=state.noise_gen)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip or float("inf"))
+        state.optimizer.step()
+        scheduler.step()
+        state.step += 1
+        ema_update(state.ema, policy, min(cfg.ema_decay, (1 + state.step) / (10 + state.step)))
+        result.losses.append(loss.item())
+        bar.update(1)
+        row: dict[str, float] = {}
+        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+            now = time.perf_counter()
+            rate = cfg.log_every / max(now - tick, 1e-9)
+            tick = now
+            row = {"step": state.step, "loss": float(np.mean(result.losses[-cfg.log_every :]))}
+            row.update(grad_norm=float(grad_norm), lr=float(scheduler.get_last_lr()[0]), steps_per_s=rate)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if val_data is not None and (state.step % cfg.val_every == 0 or state.step == cfg.steps):
+            row = row or {"step": state.step}
+            row["val_loss"] = result.val_losses[state.step] = validation_loss(state.ema, val_data)  # type: ignore[arg-type]
+        if row:
+            log.write(row)
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+            save_checkpoint(run_dir, state, cfg)
+    bar.close()
+    log.close()
+    policy.eval()
+    result.steps, result.seconds = state.step, time.perf_counter() - t0
+    return result

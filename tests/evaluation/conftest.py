@@ -1,0 +1,170 @@
+"""A tiny deterministic 1-D task and batch policy for the evaluation tests (given to tests as fixtures)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from scorepolicy.data.episodes import Episodes
+from scorepolicy.envs.base import Task
+
+SUCCESS_RADIUS = 0.05
+SPEED = 0.1
+
+
+class PointEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A point on a line moving towards a seeded target; success within SUCCESS_RADIUS of it.
+
+    Observation `[pos, target]`; each step moves by `SPEED * clip(action)` plus seeded noise, so the
+    outcome depends on the reset seed. Options: crash at a step for one seed, terminate on success, an
+    env-side time limit (truncation).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        crash_seed: int | None = None,
+        crash_step: int = 3,
+        terminate_on_success: bool = False,
+        time_limit: int | None = None,
+    ) -> None:
+        self.render_mode = render_mode
+        self.crash_seed = crash_seed
+        self.crash_step = crash_step
+        self.terminate_on_success = terminate_on_success
+        self.time_limit = time_limit
+        self.observation_space = spaces.Box(-3.0, 3.0, (2,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.pos = 0.0
+        self.target = 0.0
+        self._seed: int | None = None
+        self._t = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._seed = seed
+        self._t = 0
+        self.pos = float(self.np_random.uniform(-1.0, 1.0))
+        self.target = float(self.np_random.uniform(-1.0, 1.0))
+        return self._obs(), {"start": self.pos}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._t += 1
+        if self._seed is not None and self._seed == self.crash_seed and self._t == self.crash_step:
+            raise RuntimeError("simulated crash")
+        move = SPEED * float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
+        self.pos += move + 0.005 * float(self.np_random.normal())
+        distance = abs(self.pos - self.target)
+        success = distance < SUCCESS_RADIUS
+        terminated = success and self.terminate_on_success
+        truncated = self.time_limit is not None and self._t >= self.time_limit
+        info = {"success": success, "distance": distance, "nested": {"t": self._t}}
+        return self._obs(), -distance, terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.zeros((16, 32, 3), dtype=np.uint8)
+        column = int(np.clip((self.pos + 1.6) / 3.2 * 31, 0, 31))
+        frame[:, column] = 255
+        return frame
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.pos, self.target], dtype=np.float32)
+
+
+def _episode_metrics(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
+    return {
+        "success": float(any(bool(i["success"]) for i in infos)),
+        "final_distance": float(infos[-1]["distance"]),
+    }
+
+
+def _aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
+    return {"mean_final_distance": float(np.mean([r["final_distance"] for r in records]))}
+
+
+def _no_data(episodes: Episodes) -> np.ndarray:
+    raise NotImplementedError
+
+
+def make_point_task(
+    *,
+    max_steps: int = 15,
+    stop_on_success: bool = True,
+    crash_seed: int | None = None,
+    terminate_on_success: bool = False,
+    time_limit: int | None = None,
+    broken: bool = False,
+) -> Task:
+    """The point task with the given options (broken: make_env always raises)."""
+
+    def make_env(render_mode: str | None) -> gym.Env[np.ndarray, np.ndarray]:
+        if broken:
+            raise OSError("simulator not installed")
+        return PointEnv(render_mode, crash_seed, 3, terminate_on_success, time_limit)
+
+    return Task(
+        name="point",
+        obs_dim=2,
+        action_dim=1,
+        max_steps=max_steps,
+        default_seed=1000,
+        make_env=make_env,
+        dataset_obs=_no_data,
+        dataset_actions=_no_data,
+        episode_metrics=_episode_metrics,
+        aggregate_metrics=_aggregate,
+        stop_on_success=stop_on_success,
+    )
+
+
+class ChunkPolicy:
+    """A proportional controller that plans 2-step action chunks per batch row, like a chunked policy.
+
+    Asserts that the batch size stays fixed between resets (as a real history-keeping policy needs).
+    """
+
+    def __init__(self, chunk: int = 2) -> None:
+        self.chunk = chunk
+        self.queue: list[np.ndarray] = []
+        self.batch: int | None = None
+        self.resets = 0
+        self.batch_sizes: list[int] = []
+
+    def reset(self) -> None:
+        self.queue = []
+        self.batch = None
+        self.resets += 1
+
+    def select_action(self, obs: np.ndarray) -> np.ndarray:
+        assert obs.dtype == np.float32 and obs.ndim == 2 and obs.shape[1] == 2
+        if self.batch is None:
+            self.batch = obs.shape[0]
+            self.batch_sizes.append(self.batch)
+        assert obs.shape[0] == self.batch, "batch size changed within a wave"
+        if not self.queue:
+            a = np.clip((obs[:, 1:2] - obs[:, 0:1]) / SPEED, -1.0, 1.0)
+            self.queue = [a.copy() for _ in range(self.chunk)]
+        return self.queue.pop(0)
+
+
+@pytest.fixture(scope="session")
+def point_task() -> Callable[..., Task]:
+    """Factory for the point task: point_task(max_steps=, stop_on_success=, crash_seed=, ...)."""
+    return make_point_task
+
+
+@pytest.fixture(scope="session")
+def chunk_policy() -> type[ChunkPolicy]:
+    """The chunked proportional-controller policy class."""
+    return ChunkPolicy
