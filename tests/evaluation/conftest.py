@@ -67,7 +67,9 @@ class PointEnv(gym.Env[np.ndarray, np.ndarray]):
         success = distance < SUCCESS_RADIUS
         terminated = success and self.terminate_on_success
         truncated = self.time_limit is not None and self._t >= self.time_limit
-        info = {"success": success, "distance": distance, "nested": {"t": self._t}}
+        # `mixed` is an int for even seeds and a float for odd ones: batching must not coerce its type.
+        mixed: int | float = 1 if (self._seed or 0) % 2 == 0 else 0.25
+        info = {"success": success, "distance": distance, "nested": {"t": self._t}, "mixed": mixed}
         return self._obs(), -distance, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
@@ -86,6 +88,7 @@ def _episode_metrics(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {
         "success": float(any(bool(i["success"]) for i in infos)),
         "final_distance": float(infos[-1]["distance"]),
+        "mixed": infos[-1]["mixed"],
     }
 
 
@@ -102,6 +105,7 @@ def make_point_task(
     max_steps: int = 15,
     stop_on_success: bool = True,
     crash_seed: int | None = None,
+    crash_step: int = 3,
     terminate_on_success: bool = False,
     time_limit: int | None = None,
     broken: bool = False,
@@ -111,7 +115,7 @@ def make_point_task(
     def make_env(render_mode: str | None) -> gym.Env[np.ndarray, np.ndarray]:
         if broken:
             raise OSError("simulator not installed")
-        return PointEnv(render_mode, crash_seed, 3, terminate_on_success, time_limit)
+        return PointEnv(render_mode, crash_seed, crash_step, terminate_on_success, time_limit)
 
     return Task(
         name="point",

@@ -6,9 +6,17 @@ is reset with its own seed (episode i uses seeds[i]); envs are built per wave fr
 never auto-reset, so what an episode sees depends only on its seed and the policy, not on `n_envs` or
 on sync/async vectorisation.
 
+A vector env must step all its envs together, so envs whose episode is over keep being stepped with
+the policy's (ignored) actions and their frozen last observation is what the policy sees; an env that
+terminated or truncated is first re-reset through `reset_mask` (autoreset is disabled and gymnasium
+refuses to step a finished env). Step infos travel through the vector env boxed, one opaque object per
+env, because gymnasium's info batching coerces every env's value to the first env's type.
+
 If an environment raises (at creation, reset or step) the vector env aborts the whole wave. The wave is
-then re-run from its start with plain, un-vectorised envs stepped one by one, where each exception is
-attributed to its own episode: that episode is recorded with its error and the others are unaffected.
+then re-run from its start with plain, un-vectorised envs stepped one by one (finished envs are not
+stepped), where each exception is attributed to its own episode: that episode is recorded with its error
+and the others are unaffected. An env that only raises after its episode ended costs a re-run, not a
+record.
 """
 
 from __future__ import annotations
@@ -102,6 +110,36 @@ def unbatch_infos(infos: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
     return out
 
 
+_INFO_KEY = "scorepolicy_step_info"
+
+
+class _BoxedInfo:
+    """An env's step info as one opaque value, so vector batching cannot coerce its types."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+
+class _InfoBoxer(gym.Wrapper[Any, Any, Any, Any]):
+    """Passes step infos through a vector env untouched.
+
+    Gymnasium batches each info key into an array typed after the first env's value (an int 0 from env 0
+    turns env 1's 0.25 into 0), so infos travel boxed as one object per env and are unboxed afterwards.
+    """
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        """Step the env and box its info."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {_INFO_KEY: _BoxedInfo(dict(info))}
+
+
+def _unbox(info: dict[str, Any]) -> dict[str, Any]:
+    boxed = info.get(_INFO_KEY)
+    return boxed.info if isinstance(boxed, _BoxedInfo) else info
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Env construction: video recording and a stand-in for envs that fail to build
 
@@ -181,14 +219,14 @@ def _make_env(task: Task, video: Path | None, opts: _Options) -> gym.Env[Any, An
 
 
 class _EnvFactory:
-    """Picklable env factory for vector envs; a creation error becomes a `_BrokenEnv`."""
+    """Picklable env factory for vector envs (infos boxed); a creation error becomes a `_BrokenEnv`."""
 
     def __init__(self, task: Task, video: Path | None, opts: _Options) -> None:
         self.task, self.video, self.opts = task, video, opts
 
     def __call__(self) -> gym.Env[Any, Any]:
         try:
-            return _make_env(self.task, self.video, self.opts)
+            return _InfoBoxer(_make_env(self.task, self.video, self.opts))
         except Exception as exc:
             return _BrokenEnv(describe_error(exc), self.task.obs_dim, self.task.action_dim)
 
@@ -235,7 +273,7 @@ class _VectorStepper:
         except Exception as exc:
             raise _EnvFailure(describe_error(exc)) from exc
         self._needs_reset = np.logical_or(terminated, truncated)
-        per_env = unbatch_infos(infos, self.n)
+        per_env = [_unbox(info) for info in unbatch_infos(infos, self.n)]
         return [
             (np.asarray(obs[i]), float(rewards[i]), bool(terminated[i]), bool(truncated[i]), per_env[i])
             for i in range(self.n)
@@ -395,6 +433,8 @@ class _Progress:
         """Return to the last mark (the wave is being re-run)."""
         self._done, self._successes = self._mark
         self._bar.n = self._done
+        rate = f"{self._successes / self._done:.3f}" if self._done else "-"
+        self._bar.set_postfix(success=rate, refresh=False)
         self._bar.refresh()
 
     def finished(self, record: Mapping[str, Any]) -> None:

@@ -66,6 +66,11 @@ def check_config(cfg: PolicyConfig, where: str = "config") -> None:
 class ScorePolicy(nn.Module):
     """A score-based diffusion policy over action chunks (BESO-style: EDM preconditioning, few steps)."""
 
+    obs_min: Tensor
+    obs_max: Tensor
+    action_min: Tensor
+    action_max: Tensor
+
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
         check_config(cfg)

@@ -1,0 +1,160 @@
+"""`scorepolicy` command line: argument parsing and printing only; the work is in scorepolicy.api."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from scorepolicy import api
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation import EvalConfig, format_result
+from scorepolicy.files import atomic_write_json
+
+SamplerName = Literal["euler", "heun", "ddim", "dpmpp_2m", "euler_ancestral"]
+
+
+@dataclass
+class Eval:
+    """Evaluate a trained run in its simulator: success with a 95% interval, task metrics, videos, JSON."""
+
+    run: tyro.conf.Positional[Path]
+    """Run directory written by `scorepolicy train`."""
+    episodes: int = 50
+    """Episodes to roll out; env seeds are seed .. seed+episodes-1."""
+    seed: int | None = None
+    """First env seed (default: the task's, 100000 for Push-T)."""
+    nfe: int | None = None
+    """Denoiser evaluations per chunk (default: the run's config)."""
+    sampler: SamplerName | None = None
+    """Sampler override (default: the run's config)."""
+    json: Path | None = None
+    """Write the result JSON here."""
+    video_dir: Path | None = None
+    """Write videos of the first --n-videos episodes here."""
+    n_videos: int = 4
+    """Videos to record when --video-dir is set."""
+    n_envs: int = 50
+    """Environments stepped together (the policy's batch)."""
+    vector: Literal["sync", "async"] = "sync"
+    """Vector env type."""
+    plot: Path | None = None
+    """Obstacle task: save a PNG of all rollouts over the obstacle field."""
+
+
+@dataclass
+class Latency:
+    """Median milliseconds per action chunk (batch 1 by default) on the CPU."""
+
+    run: tyro.conf.Positional[Path]
+    """Run directory written by `scorepolicy train`."""
+    nfe: int | None = None
+    """Denoiser evaluations per chunk (default: the run's config)."""
+    sampler: SamplerName | None = None
+    """Sampler override."""
+    threads: int = 1
+    """torch threads."""
+    batch: int = 1
+    """Observations per call."""
+    repeats: int = 300
+    """Timed calls."""
+    json: Path | None = None
+    """Write the result JSON here."""
+
+
+@dataclass
+class Demo:
+    """Generate expert demos of the bundled obstacle task, train, evaluate, count routes, plot (no download)."""
+
+    out: Path = Path("runs/demo")
+    """Run directory (re-running overwrites the demo's outputs)."""
+    n_demos: int = 100
+    """Expert demonstrations to generate."""
+    steps: int = 6000
+    """Gradient steps."""
+    episodes: int = 100
+    """Evaluation episodes."""
+    nfe: int = 3
+    """Denoiser evaluations per chunk."""
+    seed: int = 0
+    """Seed for demos, weights and training."""
+
+
+Command = (
+    Annotated[Demo, tyro.conf.subcommand("demo")]
+    | Annotated[
+        api.TrainJob, tyro.conf.subcommand("train", description="Train a score policy on demonstrations.")
+    ]
+    | Annotated[Eval, tyro.conf.subcommand("eval")]
+    | Annotated[Latency, tyro.conf.subcommand("latency")]
+)
+
+
+def do_train(job: api.TrainJob) -> None:
+    result = api.run_training(job)
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; run directory: {result.run_dir}")
+
+
+def do_eval(args: Eval) -> None:
+    cfg = EvalConfig(
+        episodes=args.episodes,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        vector=args.vector,
+        video_dir=args.video_dir,
+        n_videos=args.n_videos if args.video_dir else 0,
+        json_path=args.json,
+        keep_trajectories=args.plot is not None,
+    )
+    result = api.evaluate_run(args.run, cfg, nfe=args.nfe, sampler=args.sampler)
+    print(format_result(result))
+    if args.plot is not None:
+        api.plot_rollouts(result, args.plot)
+        print(f"rollout plot: {args.plot}")
+
+
+def do_latency(args: Latency) -> None:
+    policy = api.load_policy(args.run, args.nfe, args.sampler)
+    result = api.measure_latency(policy, batch=args.batch, threads=args.threads, repeats=args.repeats)
+    print(
+        f"{result['denoiser']} denoiser, NFE {result['nfe']} ({result['sampler']}), batch {result['batch']}, "
+        f"{result['threads']} thread(s): {result['ms_per_chunk']:.3f} ms per chunk (median; p90 {result['ms_p90']:.3f})"
+    )
+    if args.json is not None:
+        atomic_write_json(args.json, {"run": str(args.run), **result})
+
+
+def do_demo(args: Demo) -> None:
+    summary = api.run_demo(
+        args.out, n_demos=args.n_demos, steps=args.steps, episodes=args.episodes, nfe=args.nfe, seed=args.seed
+    )
+    print(json.dumps(summary, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `scorepolicy` command."""
+    command = tyro.cli(Command, args=argv, prog="scorepolicy")
+    try:
+        if isinstance(command, Demo):
+            do_demo(command)
+        elif isinstance(command, api.TrainJob):
+            do_train(command)
+        elif isinstance(command, Eval):
+            do_eval(command)
+        else:
+            do_latency(command)
+    except ScorePolicyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

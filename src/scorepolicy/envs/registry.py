@@ -1,0 +1,24 @@
+"""Task registry: names → Task, with a one-line error listing the valid names."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from scorepolicy.envs.base import Task
+from scorepolicy.errors import ScorePolicyError
+
+TaskName = Literal["pusht", "obstacles"]
+TASK_NAMES: tuple[str, ...] = ("pusht", "obstacles")
+
+
+def get_task(name: str) -> Task:
+    """The task called `name` (imports its simulator lazily)."""
+    if name == "pusht":
+        from scorepolicy.envs.pusht import PUSHT_TASK
+
+        return PUSHT_TASK
+    if name == "obstacles":
+        from scorepolicy.envs.obstacles import OBSTACLE_TASK
+
+        return OBSTACLE_TASK
+    raise ScorePolicyError(f"unknown task '{name}'; valid tasks: {', '.join(TASK_NAMES)}")
