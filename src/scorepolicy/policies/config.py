@@ -18,6 +18,8 @@ class DiffusionConfig:
     """Smallest noise level, for training and for the sampling schedule."""
     sigma_max: float = 1.0
     """Largest noise level; sampling starts at σ_max·N(0, I). BESO uses 1: train and sample on one range."""
+    sample_sigma_max: float | None = None
+    """Noise level sampling starts from (None = sigma_max); may be below the training range's top."""
     rho: float = 7.0
     """Karras schedule curvature."""
     train_density: Literal["lognormal", "loglogistic", "loguniform"] = "lognormal"

@@ -140,7 +140,8 @@ class ScorePolicy(nn.Module):
         """The sampling schedule for `nfe` denoiser calls (default: the config's)."""
         d = self.cfg.diffusion
         steps = steps_for_nfe(d.sampler, nfe or d.nfe)
-        return get_sigmas(d.schedule, steps, d.sigma_min, d.sigma_max, d.rho, d.terminal)
+        top = d.sample_sigma_max or d.sigma_max
+        return get_sigmas(d.schedule, steps, d.sigma_min, top, d.rho, d.terminal)
 
     @torch.inference_mode()
     def predict_action_chunk(

@@ -1,0 +1,150 @@
+"""Push-T state benchmark under the Diffusion Policy low-dim protocol.
+
+Trains the documented default score policy on 90 training episodes of the shared Push-T demonstrations
+(seed-42 split), then evaluates 50 episodes (env seeds 100000..100049, 300 steps) at NFE 1, 2, 3, 5, 10
+and 20: mean score, mean max coverage, success with its Wilson 95% interval, and latency per action chunk
+(batch 1, one thread). Prints a table, writes benchmarks/results/pusht.json and pusht.png.
+
+    python benchmarks/pusht.py --data ../shared/data/pusht_cchi_v7_replay.zarr
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from scorepolicy import api
+from scorepolicy.evaluation import EvalConfig
+from scorepolicy.files import atomic_write_json, to_dict
+from scorepolicy.policies import PolicyConfig, ScorePolicy
+from scorepolicy.training import TrainConfig
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Args:
+    """Push-T benchmark options."""
+
+    data: Path = api.DEFAULT_PUSHT_ZARR
+    """The Push-T replay zarr."""
+    run: Path = Path("runs/bench_pusht")
+    """Run directory of the trained policy."""
+    train: bool = True
+    """Train first (False: evaluate an existing run)."""
+    resume: bool = False
+    """Resume an interrupted benchmark training run."""
+    nfe: tuple[int, ...] = (1, 2, 3, 5, 10, 20)
+    """NFE values to evaluate."""
+    episodes: int = 50
+    """Evaluation episodes per NFE."""
+    seed: int = 100_000
+    """First evaluation seed."""
+    snapshots: bool = True
+    """Also evaluate every kept snapshot at the config's NFE (checkpoint spread)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    training: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60_000, checkpoint_every=5_000))
+    out: Path = RESULTS / "pusht.json"
+    """Result JSON (the plot goes beside it)."""
+
+
+def train_policy(args: Args) -> float:
+    """Train under the DP low-dim protocol (90 training episodes, seed-42 split); returns minutes."""
+    job = api.TrainJob(task="pusht", data=args.data, out=args.run, resume=args.resume)
+    job.dataset = api.DataConfig(val_fraction=0.02, max_train_episodes=90, split_seed=42)
+    job.policy, job.train = args.policy, args.training
+    t0 = time.perf_counter()
+    api.run_training(job)
+    return (time.perf_counter() - t0) / 60
+
+
+def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
+    """One NFE: rollouts and batch-1 single-thread latency."""
+    cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
+    result = api.evaluate_run(run, cfg, nfe=nfe)
+    latency = api.measure_latency(api.load_policy(run, nfe), batch=1, threads=1, repeats=300)
+    keys = ("success_rate", "success_ci", "mean_score", "mean_max_coverage", "mean_length", "n_errors")
+    return {"nfe": nfe, **{k: result.get(k) for k in keys}, "ms_per_chunk": latency["ms_per_chunk"]}
+
+
+def transformer_latency(policy_cfg: PolicyConfig, nfe: int) -> dict[str, Any]:
+    """Latency of the transformer denoiser at the same sizes (weights do not change the cost)."""
+    cfg = dataclasses.replace(policy_cfg, denoiser="transformer", obs_dim=6, action_dim=2)
+    cfg.diffusion = dataclasses.replace(cfg.diffusion, nfe=nfe)
+    policy = ScorePolicy(cfg).eval()
+    return api.measure_latency(policy, batch=1, threads=1, repeats=300)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The NFE table."""
+    print(f"{'NFE':>4} {'score':>6} {'max cov':>8} {'success':>8} {'95% CI':>15} {'ms/chunk':>9}")
+    for r in rows:
+        lo, hi = r["success_ci"]
+        print(
+            f"{r['nfe']:>4} {r['mean_score']:>6.3f} {r['mean_max_coverage']:>8.3f} {r['success_rate']:>8.2f} "
+            f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['ms_per_chunk']:>9.3f}"
+        )
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Score and success vs NFE (with intervals) and latency vs NFE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nfe = [r["nfe"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(nfe, [r["mean_score"] for r in rows], "o-", label="mean score")
+    succ = [r["success_rate"] for r in rows]
+    err = [
+        [s - r["success_ci"][0] for s, r in zip(succ, rows)],
+        [r["success_ci"][1] - s for s, r in zip(succ, rows)],
+    ]
+    a.errorbar(nfe, succ, yerr=err, fmt="s-", capsize=3, label="success (95% Wilson)")
+    a.set(xscale="log", xlabel="NFE", ylim=(0, 1.02), title="Push-T state, 50 episodes")
+    a.legend()
+    b.plot(nfe, [r["ms_per_chunk"] for r in rows], "o-")
+    b.set(xscale="log", xlabel="NFE", ylabel="ms per chunk (batch 1, 1 thread)", title="Latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(args: Args) -> None:
+    minutes = train_policy(args) if args.train else None
+    rows = [evaluate_nfe(args.run, n, args) for n in args.nfe]
+    print_table(rows)
+    snapshots = []
+    if args.snapshots:
+        for snap in sorted((args.run / "checkpoints").glob("step_*")):
+            r = api.evaluate_run(
+                snap, EvalConfig(episodes=args.episodes, seed=args.seed, progress=False), task="pusht"
+            )
+            snapshots.append(
+                {"snapshot": snap.name, **{k: r[k] for k in ("mean_score", "success_rate", "success_ci")}}
+            )
+            print(f"{snap.name}: score {r['mean_score']:.3f}, success {r['success_rate']:.2f}")
+    policy = ScorePolicy.from_pretrained(args.run)
+    tf = transformer_latency(policy.cfg, policy.cfg.diffusion.nfe)
+    print(f"transformer denoiser latency at NFE {tf['nfe']}: {tf['ms_per_chunk']:.3f} ms per chunk")
+    result = {
+        "protocol": "Diffusion Policy low-dim Push-T: 90 train episodes (seed 42), seeds 100000..100049, 300 steps",
+        "train_minutes": minutes,
+        "policy": to_dict(policy.cfg),
+        "train": to_dict(args.training),
+        "nfe_sweep": rows,
+        "snapshots_at_default_nfe": snapshots,
+        "transformer_latency": tf,
+    }
+    atomic_write_json(args.out, result)
+    plot(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,133 @@
+"""ScorePolicy: shapes, action queue, save/load round trip, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import tiny_policy, toy_windows
+
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.policies import ScorePolicy
+
+
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+def test_loss_and_chunk_shapes(denoiser: str) -> None:
+    policy = tiny_policy(denoiser)
+    batch = toy_windows().batch(np.arange(8))
+    loss, info = policy.compute_loss({k: torch.from_numpy(v) for k, v in batch.items()})
+    assert loss.ndim == 0 and torch.isfinite(loss) and info["loss"] == pytest.approx(loss.item())
+    chunk = policy.predict_action_chunk(torch.from_numpy(batch["obs"]))
+    assert chunk.shape == (8, 4, 2)
+    # actions stay inside the normalisation range (the sampler clamps in normalised space)
+    assert torch.all(chunk >= policy.action_min - 1e-5) and torch.all(chunk <= policy.action_max + 1e-5)
+
+
+def test_select_action_replans_every_n_action_steps() -> None:
+    policy = tiny_policy()
+    calls: list[torch.Tensor] = []
+    original = policy.predict_action_chunk
+
+    def spy(obs: torch.Tensor, **kw: object) -> torch.Tensor:
+        calls.append(obs.clone())
+        return original(obs)
+
+    policy.predict_action_chunk = spy  # type: ignore[method-assign]
+    policy.reset()
+    for t in range(5):
+        a = policy.select_action(np.full((3, 3), float(t), dtype=np.float32))
+        assert isinstance(a, np.ndarray) and a.shape == (3, 2)
+    assert len(calls) == 3  # steps 0, 2, 4 with n_action_steps = 2
+    assert calls[0][:, 0].eq(0).all() and calls[0][:, 1].eq(0).all()  # history padded with the first obs
+    assert calls[1][0, :, 0].tolist() == [1.0, 2.0]  # then the last two observations, oldest first
+
+
+def test_single_observation_and_batch_change() -> None:
+    policy = tiny_policy()
+    policy.reset()
+    assert policy.select_action(np.zeros(3, dtype=np.float32)).shape == (2,)
+    with pytest.raises(ScorePolicyError, match="batch size changed"):
+        policy.select_action(np.zeros((4, 3), dtype=np.float32))
+
+
+def test_wrong_observation_size_is_a_one_line_error() -> None:
+    policy = tiny_policy()
+    with pytest.raises(ScorePolicyError, match=r"expected shape \(batch, 3\), got \(1, 5\)") as e:
+        policy.select_action(np.zeros((1, 5), dtype=np.float32))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ScorePolicyError, match="NaN"):
+        policy.predict_action_chunk(torch.full((1, 2, 3), float("nan")))
+
+
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+def test_save_load_gives_bit_identical_actions(tmp_path: Path, denoiser: str) -> None:
+    policy = tiny_policy(denoiser).eval()
+    policy.save_pretrained(tmp_path)
+    loaded = ScorePolicy.from_pretrained(tmp_path)
+    obs = torch.from_numpy(toy_windows().batch(np.arange(5))["obs"])
+    noise = torch.randn(5, 4, 2)
+    assert torch.equal(
+        policy.predict_action_chunk(obs, noise=noise), loaded.predict_action_chunk(obs, noise=noise)
+    )
+    policy.reset(seed=7)
+    loaded.reset(seed=7)
+    assert torch.equal(policy.predict_action_chunk(obs), loaded.predict_action_chunk(obs))
+    assert loaded.cfg == policy.cfg
+    assert torch.equal(loaded.action_min, policy.action_min) and torch.equal(loaded.obs_max, policy.obs_max)
+
+
+def test_same_sampling_seed_same_actions_other_seed_differs() -> None:
+    policy = tiny_policy()
+    obs = torch.from_numpy(toy_windows().batch(np.arange(4))["obs"])
+    policy.reset(seed=1)
+    a = policy.predict_action_chunk(obs)
+    policy.reset(seed=1)
+    b = policy.predict_action_chunk(obs)
+    policy.reset(seed=2)
+    c = policy.predict_action_chunk(obs)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _saved(tmp_path: Path) -> Path:
+    tiny_policy().save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ScorePolicyError, match="no such run directory"):
+        ScorePolicy.from_pretrained(tmp_path / "nope")
+    run = _saved(tmp_path / "a")
+    (run / "model.safetensors").unlink()
+    with pytest.raises(ScorePolicyError, match=r"model\.safetensors: file not found"):
+        ScorePolicy.from_pretrained(run)
+    run = _saved(tmp_path / "b")
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(ScorePolicyError, match=r"config\.json: invalid JSON"):
+        ScorePolicy.from_pretrained(run)
+    run = _saved(tmp_path / "c")
+    meta = json.loads((run / "config.json").read_text())
+    meta["policy"]["horizon"] = 8
+    (run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ScorePolicyError, match=r"config\.json implies"):
+        ScorePolicy.from_pretrained(run)
+    meta["policy"]["horizon"] = 4
+    meta["policy"]["bogus"] = 1
+    (run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ScorePolicyError, match="unknown field 'bogus'"):
+        ScorePolicy.from_pretrained(run)
+    run = _saved(tmp_path / "d")
+    (run / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ScorePolicyError, match="not a readable safetensors file"):
+        ScorePolicy.from_pretrained(run)
+
+
+def test_bad_normalisation_statistics_are_refused(tmp_path: Path) -> None:
+    policy = tiny_policy()
+    state = policy.state_dict()
+    state["action_min"] = torch.tensor([5.0, 5.0])  # min > max
+    policy.save_pretrained(tmp_path, state)
+    with pytest.raises(ScorePolicyError, match="invalid action normalisation"):
+        ScorePolicy.from_pretrained(tmp_path)
