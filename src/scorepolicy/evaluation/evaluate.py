@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import numpy as np
 from scorepolicy.envs.base import Task
 from scorepolicy.evaluation.rollout import BatchPolicy, VectorMode, run_rollouts
 from scorepolicy.evaluation.stats import wilson_interval
+from scorepolicy.files import atomic_write_json
 
 _SUMMARY_KEYS = ("task", "n_episodes", "seeds", "success_rate", "success_ci", "n_errors", "mean_length")
 
@@ -63,20 +61,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` via a temp file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(data), f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data` as JSON (numpy values and non-finite floats converted) atomically."""
+    atomic_write_json(path, _jsonable(data))
 
 
 def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
