@@ -3,8 +3,9 @@
 Rows of 1, 2 and 3 circular obstacles leave 2, 3 and 4 gaps (the walls x=0 and x=1 bound the field),
 so there are 2·3·4 = 24 distinct routes, numbered route = g1*12 + g2*4 + g3 where g_k is the gap crossed
 in row k counted left to right. The env is plain Python arithmetic (well over 30k steps/s); the scripted
-expert picks every gap uniformly at random, which makes the demonstrations multimodal and the entropy
-of the routes taken a diversity measure (as in D3IL's "Avoiding" task).
+expert picks every gap uniformly at random and flies smooth, full-speed diagonals from gap centre to
+gap centre (like the human demonstrations of D3IL's "Avoiding" task), which makes the demonstrations
+multimodal and the entropy of the routes taken a diversity measure.
 """
 
 from __future__ import annotations
@@ -34,19 +35,18 @@ def equal_gap_centres(n: int, radius: float) -> tuple[float, ...]:
 class ObstacleLayout:
     """Geometry of the field (the unit square), shared by the env, the expert, rendering and plots."""
 
-    row_y: tuple[float, ...] = (0.26, 0.56, 0.80)
+    row_y: tuple[float, ...] = (0.19, 0.47, 0.88)
     """Height of each row of obstacles, bottom to top."""
-    row_radius: tuple[float, ...] = (0.13, 0.085, 0.065)
+    row_radius: tuple[float, ...] = (0.08, 0.055, 0.045)
     """Radius of the obstacles of each row."""
-    row_centres: tuple[tuple[float, ...], ...] = (
-        equal_gap_centres(1, 0.13),
-        equal_gap_centres(2, 0.085),
-        equal_gap_centres(3, 0.065),
-    )
-    """x centres of the obstacles of each row, left to right."""
-    goal_y: float = 0.92
+    row_centres: tuple[tuple[float, ...], ...] = ((0.5,), (0.375, 0.625), (0.27, 0.5, 0.73))
+    """x centres of the obstacles of each row, left to right. With the heights and radii above they
+    leave room for the expert's straight diagonal from any gap of a row to any gap of the next (and
+    from the start to either gap of row 1) with at least 0.03 to spare; the outer gaps are the widest
+    because the diagonals between the outermost gaps of two rows are the longest and flattest."""
+    goal_y: float = 0.95
     """The episode succeeds when the agent reaches y >= goal_y without a collision."""
-    start: tuple[float, float] = (0.5, 0.06)
+    start: tuple[float, float] = (0.5, 0.04)
     """Nominal start position (bottom centre)."""
     start_jitter: tuple[float, float] = (0.03, 0.01)
     """Half-width of the uniform random start offset in x and y."""
@@ -61,9 +61,15 @@ class ObstacleLayout:
             raise ScorePolicyError("ObstacleLayout: row_y, row_radius and row_centres need one entry per row")
         if any(hi - lo <= 0 for k in range(n) for lo, hi in self.gaps(k)):
             raise ScorePolicyError("ObstacleLayout: obstacles of a row overlap each other or a wall")
-        levels = self.corridor_y
-        if any(b <= a for a, b in itertools.pairwise(levels)) or levels[-1] <= self.goal_y:
-            raise ScorePolicyError("ObstacleLayout: rows are too close together to leave a corridor")
+        bottoms = [y - r for y, r in zip(self.row_y, self.row_radius)]
+        tops = [y + r for y, r in zip(self.row_y, self.row_radius)]
+        if (
+            any(t >= b for t, b in zip(tops, bottoms[1:]))
+            or bottoms[0] <= self.start[1] + self.start_jitter[1]
+        ):
+            raise ScorePolicyError("ObstacleLayout: rows must be stacked bottom to top above the start")
+        if not self.row_y[-1] < self.goal_y < 1.0:
+            raise ScorePolicyError("ObstacleLayout: goal_y must lie between the top row and the field's top")
 
     @property
     def n_gaps(self) -> tuple[int, ...]:
@@ -81,16 +87,6 @@ class ObstacleLayout:
         return tuple(
             (cx, y, r) for y, r, cs in zip(self.row_y, self.row_radius, self.row_centres) for cx in cs
         )
-
-    @property
-    def corridor_y(self) -> tuple[float, ...]:
-        """Heights the expert travels sideways at: below row 1, midway between rows, and past the goal."""
-        first = 0.5 * (self.start[1] + self.row_y[0] - self.row_radius[0])
-        between = tuple(
-            0.5 * (self.row_y[k] + self.row_radius[k] + self.row_y[k + 1] - self.row_radius[k + 1])
-            for k in range(len(self.row_y) - 1)
-        )
-        return (first, *between, 0.5 * (self.goal_y + 1.0))
 
     def gaps(self, row: int) -> tuple[tuple[float, float], ...]:
         """The (left, right) x extent of every gap in a row."""
@@ -125,13 +121,11 @@ class ObstacleLayout:
         return tuple(reversed(out))
 
     def route_waypoints(self, route: int) -> list[tuple[float, float]]:
-        """The expert's waypoints for a route: straight up through each gap centre, sideways between rows."""
-        levels = self.corridor_y
-        points = []
-        for k, g in enumerate(self.gaps_of(route)):
-            gx = self.gap_centre(k, g)
-            points += [(gx, levels[k]), (gx, levels[k + 1])]
-        return points
+        """The expert's waypoints for a route: each chosen gap's centre at its row's height, then the
+        point straight above the last one in the middle of the goal band (the path starts at the agent)."""
+        gaps = self.gaps_of(route)
+        points = [(self.gap_centre(k, g), y) for k, (g, y) in enumerate(zip(gaps, self.row_y))]
+        return [*points, (points[-1][0], 0.5 * (self.goal_y + 1.0))]
 
 
 LAYOUT = ObstacleLayout()
@@ -253,14 +247,50 @@ class ObstacleEnv(gym.Env[np.ndarray, np.ndarray]):
         return False
 
 
+def _unit(x: float, y: float) -> tuple[tuple[float, float], float]:
+    norm = math.hypot(x, y)
+    return ((x / norm, y / norm) if norm > 0.0 else (0.0, 0.0)), norm
+
+
+def _along(p: tuple[float, float], d: tuple[float, float], s: float) -> tuple[float, float]:
+    return p[0] + s * d[0], p[1] + s * d[1]
+
+
+def _bezier(
+    p0: tuple[float, float], p1: tuple[float, float], p2: tuple[float, float], p3: tuple[float, float], n: int
+) -> list[tuple[float, float]]:
+    """n + 1 points evenly spaced in t on the cubic Bézier curve with control points p0..p3."""
+    out = []
+    for i in range(n + 1):
+        t = i / n
+        c0, c1, c2, c3 = (1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t**3
+        out.append(
+            (
+                c0 * p0[0] + c1 * p1[0] + c2 * p2[0] + c3 * p3[0],
+                c0 * p0[1] + c1 * p1[1] + c2 * p2[1] + c3 * p3[1],
+            )
+        )
+    return out
+
+
 class ObstacleExpert:
-    """Scripted expert: a uniformly random route per episode, followed through gap-centre waypoints.
+    """Scripted expert: a uniformly random route per episode, flown as smooth diagonals between gaps.
+
+    The route runs from the agent's first position in straight lines through the centre of the
+    chosen gap of every row (at the row's height) and then straight up into the goal band. Each
+    corner is rounded by two cubic Hermite arcs: the path leaves the incoming line `switch_radius`
+    before the gap centre, crosses the centre heading along the bisector of the two lines and joins
+    the outgoing line `switch_radius` after it (less where the lines are short). The expert follows this path at full
+    speed: the action is the unit vector along the path's direction at the agent's projection on it
+    plus `gain / max_step` times the offset back onto the path (so a `gain` fraction of any sideways
+    error is corrected per step), plus Gaussian noise of std `noise`, clipped to [-1, 1].
 
     Call `reset()` at the start of each episode (it is also called automatically on the first call or
-    when the observation jumps, as after an env reset), then `expert(obs)` gives the action: a
-    proportional controller towards the current waypoint, scaled to keep its direction within
-    [-1, 1]^2, plus Gaussian noise of std `noise` (in action units).
+    when the observation jumps, as after an env reset); the path starts at the next observation.
     """
+
+    _CORNER_SAMPLES = 12
+    """Points sampled on each rounded corner."""
 
     def __init__(
         self,
@@ -269,8 +299,10 @@ class ObstacleExpert:
         route: int | None = None,
         layout: ObstacleLayout = LAYOUT,
         gain: float = 0.6,
-        switch_radius: float = 0.025,
+        switch_radius: float = 0.12,
     ) -> None:
+        if gain <= 0.0 or switch_radius < 0.0:
+            raise ScorePolicyError("ObstacleExpert: gain must be positive and switch_radius non-negative")
         self.rng = np.random.default_rng(seed)
         self.noise = noise
         self.fixed_route = route
@@ -279,7 +311,10 @@ class ObstacleExpert:
         self.switch_radius = switch_radius
         self.route = -1
         self._waypoints: list[tuple[float, float]] = []
-        self._index = 0
+        self._path: list[tuple[float, float]] = []
+        self._arc: list[float] = []
+        self._segment = 0
+        self._progress = 0.0
         self._last: tuple[float, float] | None = None
 
     def reset(self, route: int | None = None) -> int:
@@ -289,7 +324,10 @@ class ObstacleExpert:
             route = self.layout.route_of([int(self.rng.integers(n)) for n in self.layout.n_gaps])
         self.route = route
         self._waypoints = self.layout.route_waypoints(route)
-        self._index = 0
+        self._path = []
+        self._arc = []
+        self._segment = 0
+        self._progress = 0.0
         self._last = None
         return route
 
@@ -301,19 +339,81 @@ class ObstacleExpert:
         if not self._waypoints or jumped:
             self.reset()
         self._last = (x, y)
-        while self._index < len(self._waypoints) - 1:
-            wx, wy = self._waypoints[self._index]
-            if math.hypot(wx - x, wy - y) >= self.switch_radius:
-                break
-            self._index += 1
-        wx, wy = self._waypoints[self._index]
+        if not self._path:
+            self._path = self.smooth_path((x, y))
+            self._arc = [0.0]
+            for (x0, y0), (x1, y1) in itertools.pairwise(self._path):
+                self._arc.append(self._arc[-1] + math.hypot(x1 - x0, y1 - y0))
+        self._project(x, y)
+        px, py = self._point_at(self._progress)
+        ax, ay = self._point_at(self._progress + self.layout.max_step)
+        tx, ty = ax - px, ay - py
+        norm = math.hypot(tx, ty)
         k = self.gain / self.layout.max_step
-        vx, vy = k * (wx - x), k * (wy - y)
-        scale = max(1.0, abs(vx), abs(vy))
-        action = np.array((vx / scale, vy / scale))
+        vx, vy = (
+            (tx / norm if norm > 0.0 else 0.0) + k * (px - x),
+            (ty / norm if norm > 0.0 else 1.0) + k * (py - y),
+        )
+        speed = math.hypot(vx, vy)
+        action = np.array((vx / speed, vy / speed))
         if self.noise > 0.0:
             action += self.noise * self.rng.standard_normal(2)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def smooth_path(self, start: tuple[float, float]) -> list[tuple[float, float]]:
+        """The current route's path from `start` as a dense polyline (corners rounded, see the class doc)."""
+        if not self._waypoints:
+            self.reset()
+        points = [start, *self._waypoints]
+        path = [start]
+        n = self._CORNER_SAMPLES
+        last = len(points) - 3
+        for i, (prev, w, nxt) in enumerate(zip(points, points[1:], points[2:])):
+            u, lu = _unit(w[0] - prev[0], w[1] - prev[1])
+            v, lv = _unit(nxt[0] - w[0], nxt[1] - w[1])
+            b, lb = _unit(u[0] + v[0], u[1] + v[1])
+            # Corners share a line at most half each; the last line runs on past the goal line.
+            a_in = min(self.switch_radius, (0.5 if i > 0 else 0.9) * lu)
+            a_out = min(self.switch_radius, 0.5 * lv if i < last else math.inf)
+            if a_in <= 0.0 or a_out <= 0.0 or lb < 1e-9:
+                path.append(w)
+                continue
+            # Two cubic Hermite arcs: from W - a·u (heading u) to W (heading b, the bisector of u and
+            # v) and on to W + a·v (heading v), so the path crosses the gap centre square to the turn.
+            p0 = (w[0] - a_in * u[0], w[1] - a_in * u[1])
+            p3 = (w[0] + a_out * v[0], w[1] + a_out * v[1])
+            path += _bezier(p0, _along(p0, u, a_in / 3), _along(w, b, -a_in / 3), w, n // 2)[1:]
+            path += _bezier(w, _along(w, b, a_out / 3), _along(p3, v, -a_out / 3), p3, n // 2)[1:]
+        end = points[-1]
+        if (end[0] - path[-1][0]) * (end[0] - points[-2][0]) + (end[1] - path[-1][1]) * (end[1] - points[-2][1]) > 0:
+            path.append(end)
+        return path
+
+    def _project(self, x: float, y: float) -> None:
+        """Advance the progress (arc length) to the agent's nearest point on the next stretch of path."""
+        best_d2, best_s, best_k = math.inf, self._progress, self._segment
+        for k in range(self._segment, min(self._segment + 2 * self._CORNER_SAMPLES, len(self._path) - 1)):
+            (x0, y0), (x1, y1) = self._path[k], self._path[k + 1]
+            sx, sy = x1 - x0, y1 - y0
+            seg2 = sx * sx + sy * sy
+            t = ((x - x0) * sx + (y - y0) * sy) / seg2 if seg2 > 0.0 else 0.0
+            t = 0.0 if t < 0.0 else (1.0 if t > 1.0 else t)
+            ex, ey = x0 + t * sx - x, y0 + t * sy - y
+            d2 = ex * ex + ey * ey
+            if d2 < best_d2:
+                best_d2, best_s, best_k = d2, self._arc[k] + t * math.sqrt(seg2), k
+        if best_s > self._progress:
+            self._progress, self._segment = best_s, best_k
+
+    def _point_at(self, s: float) -> tuple[float, float]:
+        """The point of the path at arc length s (clamped to the path; extended straight past its end)."""
+        k = self._segment
+        while k < len(self._path) - 2 and self._arc[k + 1] < s:
+            k += 1
+        (x0, y0), (x1, y1) = self._path[k], self._path[k + 1]
+        length = self._arc[k + 1] - self._arc[k]
+        t = max(0.0, (s - self._arc[k]) / length) if length > 0.0 else 1.0
+        return x0 + t * (x1 - x0), y0 + t * (y1 - y0)
 
 
 def obstacle_expert(

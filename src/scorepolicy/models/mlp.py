@@ -13,11 +13,11 @@ from scorepolicy.models.embeddings import SigmaEmbedding
 class MLPConfig:
     """Residual MLP denoiser."""
 
-    width: int = 384
+    width: int = 256
     """Hidden width of the residual blocks."""
     n_blocks: int = 4
     """Number of residual blocks."""
-    cond_dim: int = 256
+    cond_dim: int = 128
     """Width of the observation encoding."""
     sigma_dim: int = 64
     """Width of the σ embedding."""

@@ -16,8 +16,8 @@ class DiffusionConfig:
     """σ_data of EDM preconditioning (std of normalised actions)."""
     sigma_min: float = 0.002
     """Smallest noise level, for training and for the sampling schedule."""
-    sigma_max: float = 1.0
-    """Largest noise level; sampling starts at σ_max·N(0, I). BESO uses 1: train and sample on one range."""
+    sigma_max: float = 80.0
+    """Largest noise level, for training and (unless sample_sigma_max is set) the start of sampling."""
     sample_sigma_max: float | None = None
     """Noise level sampling starts from (None = sigma_max); may be below the training range's top."""
     rho: float = 7.0
