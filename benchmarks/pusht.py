@@ -48,7 +48,7 @@ class Args:
     snapshots: bool = True
     """Also evaluate every kept snapshot at the config's NFE (checkpoint spread)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    training: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30_000, checkpoint_every=5_000))
+    training: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30_000, checkpoint_every=5_000, num_threads=1))
     out: Path = RESULTS / "pusht.json"
     """Result JSON (the plot goes beside it)."""
 

@@ -46,16 +46,24 @@ def test_geometry_has_24_routes_and_route_codec_roundtrips() -> None:
         LAYOUT.gaps_of(24)
 
 
+def _corridor(k: int) -> float:
+    """A height between row k-1 (or the start, for k = 0) and row k, clear of both."""
+    below = LAYOUT.start[1] if k == 0 else LAYOUT.row_y[k - 1] + LAYOUT.row_radius[k - 1]
+    return 0.5 * (below + LAYOUT.row_y[k] - LAYOUT.row_radius[k])
+
+
 def test_hand_driven_route_is_labelled() -> None:
     env = ObstacleEnv()
-    obs, info = env.reset(seed=0, options={"start": (0.5, 0.06)})
+    obs, info = env.reset(seed=0, options={"start": LAYOUT.start})
     assert info["route"] == -1 and info["gaps"] == ()
     pos = obs.astype(np.float64)
-    # Right of the big obstacle (gap 1), middle of row 2 (gap 1), far left of row 3 (gap 0).
-    for target in [(0.85, 0.09), (0.85, 0.43), (0.5, 0.43), (0.5, 0.69), (0.07, 0.69)]:
+    # Right of the big obstacle (gap 1), middle of row 2 (gap 1), far left of row 3 (gap 0), boxy.
+    x1, x2, x3 = LAYOUT.gap_centre(0, 1), LAYOUT.gap_centre(1, 1), LAYOUT.gap_centre(2, 0)
+    for target in [(x1, _corridor(0)), (x1, _corridor(1)), (x2, _corridor(1)), (x2, _corridor(2))]:
         pos, info = _drive_to(env, pos, target)
     assert info["gaps"] == (1, 1) and info["route"] == -1
-    pos, info = _drive_to(env, pos, (0.07, 0.95))
+    pos, info = _drive_to(env, pos, (x3, _corridor(2)))
+    pos, info = _drive_to(env, pos, (x3, LAYOUT.goal_y + 0.02))
     assert info["success"] and not info["collision"]
     assert info["gaps"] == (1, 1, 0)
     assert info["route"] == 1 * 12 + 1 * 4 + 0
@@ -63,20 +71,75 @@ def test_hand_driven_route_is_labelled() -> None:
 
 def test_crossing_a_row_downwards_forgets_it() -> None:
     env = ObstacleEnv()
-    obs, _ = env.reset(options={"start": (0.15, 0.2)})
-    pos, info = _drive_to(env, obs.astype(np.float64), (0.15, 0.35))
+    x = LAYOUT.gap_centre(0, 0)
+    below, above = _corridor(0), _corridor(1)
+    obs, _ = env.reset(options={"start": (x, below)})
+    pos, info = _drive_to(env, obs.astype(np.float64), (x, above))
     assert info["gaps"] == (0,)
-    pos, info = _drive_to(env, pos, (0.15, 0.2))
+    pos, info = _drive_to(env, pos, (x, below))
     assert info["gaps"] == ()
 
 
-def test_noise_free_expert_follows_every_route_with_clearance() -> None:
+def _clearance(path: np.ndarray) -> float:
+    """Least distance from the polyline `path` (n, 2) to the edge of any obstacle."""
+    a, b = path[:-1, None, :], path[1:, None, :]
+    obstacles = np.array(LAYOUT.obstacles)
+    centres = obstacles[None, :, :2]
+    d = b - a
+    t = np.clip(((centres - a) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-12), 0.0, 1.0)
+    nearest = a + t[..., None] * d
+    return float((np.linalg.norm(nearest - centres, axis=-1) - obstacles[None, :, 2]).min())
+
+
+_START_CORNERS = [
+    (LAYOUT.start[0] + sx * LAYOUT.start_jitter[0], LAYOUT.start[1] + sy * LAYOUT.start_jitter[1])
+    for sx in (-1, 0, 1)
+    for sy in (-1, 1)
+]
+
+
+def test_straight_diagonals_between_gap_centres_clear_every_obstacle() -> None:
+    # The geometry leaves room for a straight line from any start through any sequence of gap centres.
+    for route in range(LAYOUT.n_routes):
+        for start in _START_CORNERS:
+            assert _clearance(np.array([start, *LAYOUT.route_waypoints(route)])) >= 0.03, (route, start)
+
+
+def test_noise_free_expert_flies_every_route_smoothly_with_clearance() -> None:
     env = ObstacleEnv()
+    lengths = []
     for route in range(24):
-        obs, _, infos = run_obstacle_episode(env, ObstacleExpert(noise=0.0, route=route), seed=route)
-        assert infos[-1]["success"] and infos[-1]["route"] == route
-        clearance = min(np.hypot(obs[:, 0] - cx, obs[:, 1] - cy).min() - r for cx, cy, r in LAYOUT.obstacles)
-        assert clearance > 0.02
+        for start in _START_CORNERS:
+            expert = ObstacleExpert(noise=0.0, route=route)
+            obs, _ = env.reset(options={"start": start})
+            expert.reset()
+            positions, actions, info = [obs], [], {}
+            for _ in range(LAYOUT.max_episode_steps):
+                actions.append(expert(obs))
+                obs, _, terminated, truncated, info = env.step(actions[-1])
+                positions.append(obs)
+                if terminated or truncated:
+                    break
+            assert info["success"] and info["route"] == route, (route, start, info)
+            path = np.array(positions, dtype=np.float64)
+            assert _clearance(path) >= 0.03, (route, start)
+            act = np.array(actions, dtype=np.float64)
+            np.testing.assert_allclose(np.linalg.norm(act, axis=1), 1.0, atol=1e-5)  # full speed
+            heading = np.arctan2(act[:, 1], act[:, 0])
+            turn = np.abs((np.diff(heading) + np.pi) % (2 * np.pi) - np.pi)
+            assert np.degrees(turn).max() < 45.0, (route, start)  # no sharp corners
+            assert (act[:, 1] > 0.0).all()  # always climbing
+            lengths.append(len(actions))
+    assert max(lengths) < LAYOUT.max_episode_steps // 2  # no dawdling: at most ~half the step limit
+
+
+def test_expert_path_passes_through_the_gap_centres() -> None:
+    expert = ObstacleExpert(noise=0.0, route=LAYOUT.route_of([0, 2, 1]))
+    expert.reset()
+    path = np.array(expert.smooth_path(LAYOUT.start))
+    for x, y in LAYOUT.route_waypoints(expert.route)[:-1]:
+        assert np.hypot(path[:, 0] - x, path[:, 1] - y).min() < 1e-9
+    assert _clearance(path) >= 0.03
 
 
 def test_collision_terminates_as_failure() -> None:

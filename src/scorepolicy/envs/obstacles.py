@@ -279,11 +279,13 @@ class ObstacleExpert:
     The route runs from the agent's first position in straight lines through the centre of the
     chosen gap of every row (at the row's height) and then straight up into the goal band. Each
     corner is rounded by two cubic Hermite arcs: the path leaves the incoming line `switch_radius`
-    before the gap centre, crosses the centre heading along the bisector of the two lines and joins
-    the outgoing line `switch_radius` after it (less where the lines are short). The expert follows this path at full
-    speed: the action is the unit vector along the path's direction at the agent's projection on it
-    plus `gain / max_step` times the offset back onto the path (so a `gain` fraction of any sideways
-    error is corrected per step), plus Gaussian noise of std `noise`, clipped to [-1, 1].
+    before the gap centre, crosses the centre heading along the bisector of the two lines (square
+    to the turn, so a rounded corner never cuts towards an obstacle) and joins the outgoing line
+    `switch_radius` after it (or half-way along a shorter line; sharp turns thus spread over ~2·
+    `switch_radius` of path instead of one step). The expert follows this path at full speed: the
+    action is the unit vector along the path at the agent's projection on it plus `gain / max_step`
+    times the offset back onto the path (a `gain` fraction of any sideways error is corrected per
+    step), normalised, plus Gaussian noise of std `noise`, clipped to [-1, 1].
 
     Call `reset()` at the start of each episode (it is also called automatically on the first call or
     when the observation jumps, as after an env reset); the path starts at the next observation.
@@ -299,7 +301,7 @@ class ObstacleExpert:
         route: int | None = None,
         layout: ObstacleLayout = LAYOUT,
         gain: float = 0.6,
-        switch_radius: float = 0.12,
+        switch_radius: float = 0.2,
     ) -> None:
         if gain <= 0.0 or switch_radius < 0.0:
             raise ScorePolicyError("ObstacleExpert: gain must be positive and switch_radius non-negative")
@@ -372,7 +374,8 @@ class ObstacleExpert:
             u, lu = _unit(w[0] - prev[0], w[1] - prev[1])
             v, lv = _unit(nxt[0] - w[0], nxt[1] - w[1])
             b, lb = _unit(u[0] + v[0], u[1] + v[1])
-            # Corners share a line at most half each; the last line runs on past the goal line.
+            # Two corners share a line half each (the start has no corner); the last line runs on
+            # past the goal line, so the final corner is never cut short.
             a_in = min(self.switch_radius, (0.5 if i > 0 else 0.9) * lu)
             a_out = min(self.switch_radius, 0.5 * lv if i < last else math.inf)
             if a_in <= 0.0 or a_out <= 0.0 or lb < 1e-9:
@@ -384,15 +387,16 @@ class ObstacleExpert:
             p3 = (w[0] + a_out * v[0], w[1] + a_out * v[1])
             path += _bezier(p0, _along(p0, u, a_in / 3), _along(w, b, -a_in / 3), w, n // 2)[1:]
             path += _bezier(w, _along(w, b, a_out / 3), _along(p3, v, -a_out / 3), p3, n // 2)[1:]
-        end = points[-1]
-        if (end[0] - path[-1][0]) * (end[0] - points[-2][0]) + (end[1] - path[-1][1]) * (end[1] - points[-2][1]) > 0:
-            path.append(end)
+        if math.dist(points[-2], points[-1]) > self.switch_radius:
+            path.append(points[-1])
         return path
 
     def _project(self, x: float, y: float) -> None:
-        """Advance the progress (arc length) to the agent's nearest point on the next stretch of path."""
+        """Advance the progress (arc length) to the agent's nearest point on the next 3 steps of path."""
         best_d2, best_s, best_k = math.inf, self._progress, self._segment
-        for k in range(self._segment, min(self._segment + 2 * self._CORNER_SAMPLES, len(self._path) - 1)):
+        horizon = self._progress + 3 * self.layout.max_step
+        k = self._segment
+        while k < len(self._path) - 1 and self._arc[k] <= horizon:
             (x0, y0), (x1, y1) = self._path[k], self._path[k + 1]
             sx, sy = x1 - x0, y1 - y0
             seg2 = sx * sx + sy * sy
@@ -402,6 +406,7 @@ class ObstacleExpert:
             d2 = ex * ex + ey * ey
             if d2 < best_d2:
                 best_d2, best_s, best_k = d2, self._arc[k] + t * math.sqrt(seg2), k
+            k += 1
         if best_s > self._progress:
             self._progress, self._segment = best_s, best_k
 
