@@ -48,7 +48,9 @@ class Args:
     snapshots: bool = True
     """Also evaluate every kept snapshot at the config's NFE (checkpoint spread)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    training: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30_000, checkpoint_every=5_000, num_threads=1))
+    training: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=30_000, checkpoint_every=5_000, num_threads=1)
+    )
     out: Path = RESULTS / "pusht.json"
     """Result JSON (the plot goes beside it)."""
 
@@ -61,6 +63,19 @@ def train_policy(args: Args) -> float:
     t0 = time.perf_counter()
     api.run_training(job)
     return (time.perf_counter() - t0) / 60
+
+
+def logged_train_minutes(run: Path) -> float | None:
+    """Training wall-clock recorded in metrics.csv (sum of logging intervals), for runs trained earlier."""
+    import csv
+
+    path = run / "metrics.csv"
+    if not path.exists():
+        return None
+    rows = [r for r in csv.DictReader(path.open()) if r["steps_per_s"]]
+    steps = [int(r["step"]) for r in rows]
+    gaps = [b - a for a, b in zip([0, *steps[:-1]], steps)]
+    return sum(g / float(r["steps_per_s"]) for g, r in zip(gaps, rows)) / 60
 
 
 def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
@@ -116,7 +131,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(args: Args) -> None:
-    minutes = train_policy(args) if args.train else None
+    minutes = train_policy(args) if args.train else logged_train_minutes(args.run)
     rows = [evaluate_nfe(args.run, n, args) for n in args.nfe]
     print_table(rows)
     snapshots = []

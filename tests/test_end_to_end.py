@@ -26,7 +26,9 @@ class RandomPolicy:
 
 
 def test_tiny_run_beats_random_by_a_clear_margin(tmp_path: Path) -> None:
-    job = api.TrainJob(task="obstacles", out=tmp_path / "run", dataset=api.DataConfig(n_demos=60, val_fraction=0))
+    job = api.TrainJob(
+        task="obstacles", out=tmp_path / "run", dataset=api.DataConfig(n_demos=60, val_fraction=0)
+    )
     job.policy.mlp = MLPConfig(width=128, n_blocks=3, cond_dim=64, sigma_dim=32)
     t = job.train
     t.steps, t.batch_size, t.lr, t.warmup_steps, t.checkpoint_every = 1500, 128, 1e-3, 100, 1500
@@ -35,5 +37,8 @@ def test_tiny_run_beats_random_by_a_clear_margin(tmp_path: Path) -> None:
     cfg = EvalConfig(episodes=40, progress=False)
     trained = api.evaluate_run(job.out, cfg)
     random = evaluate(RandomPolicy(0), OBSTACLE_TASK, cfg)
-    assert trained["success_rate"] >= random["success_rate"] + 0.4, (trained["success_rate"], random["success_rate"])
+    assert trained["success_rate"] >= random["success_rate"] + 0.4, (
+        trained["success_rate"],
+        random["success_rate"],
+    )
     assert trained["n_routes"] >= 2  # more than one route: the policy is not a single deterministic path
