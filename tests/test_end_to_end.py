@@ -31,14 +31,12 @@ def test_tiny_run_beats_random_by_a_clear_margin(tmp_path: Path) -> None:
     )
     job.policy.mlp = MLPConfig(width=128, n_blocks=3, cond_dim=64, sigma_dim=32)
     t = job.train
-    t.steps, t.batch_size, t.lr, t.warmup_steps, t.checkpoint_every = 1500, 128, 1e-3, 100, 1500
+    t.steps, t.batch_size, t.lr, t.warmup_steps, t.checkpoint_every = 2000, 128, 1e-3, 100, 2000
     t.progress = t.tensorboard = False
     api.run_training(job)
     cfg = EvalConfig(episodes=40, progress=False)
     trained = api.evaluate_run(job.out, cfg)
     random = evaluate(RandomPolicy(0), OBSTACLE_TASK, cfg)
-    assert trained["success_rate"] >= random["success_rate"] + 0.4, (
-        trained["success_rate"],
-        random["success_rate"],
-    )
+    # a clear margin: the trained policy's 95% interval lies wholly above the random policy's
+    assert trained["success_ci"][0] > random["success_ci"][1], (trained["success_ci"], random["success_ci"])
     assert trained["n_routes"] >= 2  # more than one route: the policy is not a single deterministic path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from scorepolicy.models.embeddings import SigmaEmbedding
@@ -24,7 +25,7 @@ class MLPConfig:
 
 
 class FiLMBlock(nn.Module):
-    """h + W2·Mish(W1·Mish(LN(h))·(1 + scale) + shift); scale and shift come from the condition."""
+    """h + W2·Mish(W1·Mish(LN(h))·scale + shift); scale (around 1) and shift come from the condition."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -34,7 +35,7 @@ class FiLMBlock(nn.Module):
 
     def forward(self, h: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         y = self.fc1(nn.functional.mish(self.norm(h)))
-        return h + self.fc2(nn.functional.mish(y * (1 + scale) + shift))
+        return h + self.fc2(nn.functional.mish(torch.addcmul(shift, y, scale)))
 
 
 class MLPDenoiser(nn.Module):
@@ -46,6 +47,8 @@ class MLPDenoiser(nn.Module):
     residual blocks.
     """
 
+    film_offset: Tensor
+
     def __init__(self, cfg: MLPConfig, obs_dim: int, n_obs_steps: int, action_dim: int, horizon: int) -> None:
         super().__init__()
         self.horizon, self.action_dim, self.cfg = horizon, action_dim, cfg
@@ -55,6 +58,12 @@ class MLPDenoiser(nn.Module):
             nn.Linear(obs_dim * n_obs_steps, cfg.cond_dim), nn.Mish(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
         )
         self.cond_proj = nn.Linear(cfg.cond_dim, extra)
+        # FiLM scales are 1 + (learnt terms): the 1 is added once per chunk in `encode`
+        offset = torch.zeros(cfg.n_blocks, 2, cfg.width)
+        offset[:, 0] = 1.0
+        self.register_buffer(
+            "film_offset", torch.cat([torch.zeros(cfg.width), offset.flatten()]), persistent=False
+        )
         self.sigma_embedding = SigmaEmbedding(cfg.sigma_dim)
         self.sigma_proj = nn.Linear(cfg.sigma_dim, extra)
         self.inp = nn.Linear(horizon * action_dim, cfg.width)
@@ -66,7 +75,7 @@ class MLPDenoiser(nn.Module):
 
     def encode(self, obs: Tensor) -> Tensor:
         """Condition terms (B, F) from normalised observations (B, T_o, d_o); once per chunk."""
-        return self.cond_proj(nn.functional.mish(self.obs_encoder(obs.flatten(1))))
+        return self.cond_proj(nn.functional.mish(self.obs_encoder(obs.flatten(1)))) + self.film_offset
 
     def sigma_features(self, c_noise: Tensor) -> Tensor:
         """σ terms (N, F) for noise levels c_noise (N,); once per schedule when sampling."""
