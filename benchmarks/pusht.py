@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tyro
 
 from scorepolicy import api
@@ -84,7 +85,15 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
     result = api.evaluate_run(run, cfg, nfe=nfe)
     latency = api.measure_latency(api.load_policy(run, nfe), batch=1, threads=1, repeats=300)
     keys = ("success_rate", "success_ci", "mean_score", "mean_max_coverage", "mean_length", "n_errors")
-    return {"nfe": nfe, **{k: result.get(k) for k in keys}, "ms_per_chunk": latency["ms_per_chunk"]}
+    scores = np.array([e["score"] for e in result["episodes"] if "score" in e])
+    half = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
+    score_ci = [float(scores.mean() - half), float(scores.mean() + half)]
+    return {
+        "nfe": nfe,
+        **{k: result.get(k) for k in keys},
+        "score_ci": score_ci,
+        "ms_per_chunk": latency["ms_per_chunk"],
+    }
 
 
 def transformer_latency(policy_cfg: PolicyConfig, nfe: int) -> dict[str, Any]:
@@ -97,12 +106,15 @@ def transformer_latency(policy_cfg: PolicyConfig, nfe: int) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The NFE table."""
-    print(f"{'NFE':>4} {'score':>6} {'max cov':>8} {'success':>8} {'95% CI':>15} {'ms/chunk':>9}")
+    print(
+        f"{'NFE':>4} {'score':>6} {'score 95% CI':>15} {'max cov':>8} {'success':>8} {'95% Wilson':>13} {'ms/chunk':>9}"
+    )
     for r in rows:
         lo, hi = r["success_ci"]
+        slo, shi = r["score_ci"]
         print(
-            f"{r['nfe']:>4} {r['mean_score']:>6.3f} {r['mean_max_coverage']:>8.3f} {r['success_rate']:>8.2f} "
-            f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['ms_per_chunk']:>9.3f}"
+            f"{r['nfe']:>4} {r['mean_score']:>6.3f} {f'[{slo:.3f}, {shi:.3f}]':>15} {r['mean_max_coverage']:>8.3f} "
+            f"{r['success_rate']:>8.2f} {f'[{lo:.2f}, {hi:.2f}]':>13} {r['ms_per_chunk']:>9.3f}"
         )
 
 

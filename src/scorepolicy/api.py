@@ -132,7 +132,7 @@ def run_task_name(run_dir: Path) -> str:
 
 
 def load_policy(run_dir: Path, nfe: int | None = None, sampler: str | None = None) -> ScorePolicy:
-    """A trained policy, optionally with another NFE or sampler for inference."""
+    """A trained policy ready for fast inference, optionally with another NFE or sampler."""
     policy = ScorePolicy.from_pretrained(run_dir)
     if nfe is not None:
         policy.cfg.diffusion.nfe = nfe
@@ -141,7 +141,7 @@ def load_policy(run_dir: Path, nfe: int | None = None, sampler: str | None = Non
     from scorepolicy.policies.score_policy import check_config
 
     check_config(policy.cfg, "inference options")
-    return policy
+    return policy.optimize_for_inference()
 
 
 def evaluate_run(
@@ -200,7 +200,7 @@ def plot_rollouts(result: dict[str, Any], path: Path) -> None:
 
     episodes = [e for e in result["episodes"] if "observations" in e]
     trajectories = [np.asarray(e["observations"], dtype=np.float32) for e in episodes]
-    title = f"{sum(e['success'] for e in episodes)}/{len(episodes)} successful"
+    title = f"{round(sum(e['success'] for e in episodes))}/{len(episodes)} successful"
     plot_obstacle_rollouts(trajectories, [bool(e["success"]) for e in episodes], path, title=title)
 
 

@@ -131,3 +131,20 @@ def test_bad_normalisation_statistics_are_refused(tmp_path: Path) -> None:
     policy.save_pretrained(tmp_path, state)
     with pytest.raises(ScorePolicyError, match="invalid action normalisation"):
         ScorePolicy.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+def test_frozen_inference_copy_matches_eager_and_is_dropped_on_train(denoiser: str) -> None:
+    policy = tiny_policy(denoiser).eval()
+    for p in policy.denoiser.out.parameters():  # the output layer starts at zero; make it matter
+        torch.nn.init.normal_(p, std=0.3)
+    for batch in (1, 5):
+        obs = torch.from_numpy(toy_windows().batch(np.arange(batch))["obs"])
+        noise = torch.randn(batch, 4, 2)
+        eager = policy.predict_action_chunk(obs, noise=noise)
+        fast = policy.optimize_for_inference().predict_action_chunk(obs, noise=noise)
+        assert torch.allclose(eager, fast, atol=1e-5)
+        assert not torch.equal(eager, torch.zeros_like(eager))
+    policy.train()
+    assert not policy._fast
+    assert "_fast" not in "".join(policy.state_dict())

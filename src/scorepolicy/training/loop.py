@@ -142,6 +142,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    policy.train()  # also drops any frozen inference copy before the EMA copy is made
     state = make_state(policy, cfg)
     if resume:
         load_train_state(run_dir / STATE_FILE, state)
@@ -152,7 +153,6 @@ def train(
     log, result = MetricsLog(run_dir, cfg.tensorboard), TrainResult(run_dir, state.step)
     bar = tqdm(total=cfg.steps, initial=state.step, disable=not cfg.progress, desc="train", unit="step")
     t0 = tick = time.perf_counter()
-    policy.train()
     while state.step < cfg.steps:
         batch = to_torch(data.batch(state.data_rng.integers(0, len(data), cfg.batch_size)))
         loss, _ = policy.compute_loss(batch, generator=state.noise_gen)
