@@ -131,13 +131,17 @@ def run_task_name(run_dir: Path) -> str:
     return str(meta["task"])
 
 
-def load_policy(run_dir: Path, nfe: int | None = None, sampler: str | None = None) -> ScorePolicy:
+def load_policy(
+    run_dir: Path, nfe: int | None = None, sampler: str | None = None, sample_sigma_max: float | None = None
+) -> ScorePolicy:
     """A trained policy ready for fast inference, optionally with another NFE or sampler."""
     policy = ScorePolicy.from_pretrained(run_dir)
     if nfe is not None:
         policy.cfg.diffusion.nfe = nfe
     if sampler is not None:
         policy.cfg.diffusion.sampler = sampler  # type: ignore[assignment]
+    if sample_sigma_max is not None:
+        policy.cfg.diffusion.sample_sigma_max = sample_sigma_max
     from scorepolicy.policies.score_policy import check_config
 
     check_config(policy.cfg, "inference options")
@@ -151,11 +155,18 @@ def evaluate_run(
     task: str | None = None,
     nfe: int | None = None,
     sampler: str | None = None,
+    sample_sigma_max: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run's policy on its task; the result records nfe, sampler and the run directory."""
-    policy = load_policy(run_dir, nfe, sampler)
+    """Evaluate a run's policy on its task; the result records the sampling settings and the run."""
+    policy = load_policy(run_dir, nfe, sampler, sample_sigma_max)
     d = policy.cfg.diffusion
-    extra = {"nfe": d.nfe, "sampler": d.sampler, "schedule": d.schedule, "run": str(run_dir)}
+    extra = {
+        "nfe": d.nfe,
+        "sampler": d.sampler,
+        "schedule": d.schedule,
+        "sample_sigma_max": d.sample_sigma_max,
+    }
+    extra["run"] = str(run_dir)
     return evaluate(policy, get_task(task or run_task_name(run_dir)), cfg, extra=extra)
 
 

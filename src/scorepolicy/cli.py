@@ -32,6 +32,8 @@ class Eval:
     """Denoiser evaluations per chunk (default: the run's config)."""
     sampler: SamplerName | None = None
     """Sampler override (default: the run's config)."""
+    sample_sigma_max: float | None = None
+    """Noise level sampling starts from (default: the run's config)."""
     json: Path | None = None
     """Write the result JSON here."""
     video_dir: Path | None = None
@@ -110,7 +112,9 @@ def do_eval(args: Eval) -> None:
         json_path=args.json,
         keep_trajectories=args.plot is not None,
     )
-    result = api.evaluate_run(args.run, cfg, nfe=args.nfe, sampler=args.sampler)
+    result = api.evaluate_run(
+        args.run, cfg, nfe=args.nfe, sampler=args.sampler, sample_sigma_max=args.sample_sigma_max
+    )
     print(format_result(result))
     if args.plot is not None:
         api.plot_rollouts(result, args.plot)

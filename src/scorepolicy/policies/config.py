@@ -18,8 +18,10 @@ class DiffusionConfig:
     """Smallest noise level, for training and for the sampling schedule."""
     sigma_max: float = 80.0
     """Largest noise level, for training and (unless sample_sigma_max is set) the start of sampling."""
-    sample_sigma_max: float | None = None
-    """Noise level sampling starts from (None = sigma_max); may be below the training range's top."""
+    sample_sigma_max: float | None = 20.0
+    """Noise level sampling starts from (None = sigma_max). Below the training top, so that few-step
+    schedules do not spend a step at noise levels where D(x; σ) is just the mean action; 20 was chosen
+    on Push-T validation seeds 0..99 (NFE 3: 0.845 mean score vs 0.795 from 80)."""
     rho: float = 7.0
     """Karras schedule curvature."""
     train_density: Literal["lognormal", "loglogistic", "loguniform"] = "lognormal"
