@@ -160,7 +160,7 @@ def evaluate_run(
     """Evaluate a run's policy on its task; the result records the sampling settings and the run."""
     policy = load_policy(run_dir, nfe, sampler, sample_sigma_max)
     d = policy.cfg.diffusion
-    extra = {
+    extra: dict[str, Any] = {
         "nfe": d.nfe,
         "sampler": d.sampler,
         "schedule": d.schedule,
