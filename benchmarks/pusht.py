@@ -100,7 +100,7 @@ def transformer_latency(policy_cfg: PolicyConfig, nfe: int) -> dict[str, Any]:
     """Latency of the transformer denoiser at the same sizes (weights do not change the cost)."""
     cfg = dataclasses.replace(policy_cfg, denoiser="transformer", obs_dim=6, action_dim=2)
     cfg.diffusion = dataclasses.replace(cfg.diffusion, nfe=nfe)
-    policy = ScorePolicy(cfg).eval()
+    policy = ScorePolicy(cfg).optimize_for_inference()
     return api.measure_latency(policy, batch=1, threads=1, repeats=300)
 
 
