@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,8 +182,16 @@ class ScorePolicy(nn.Module):
             cond = self.denoiser.encode(obs)
             feat = self.denoiser.sigma_features(torch.zeros(1))
             x = torch.zeros(2, cfg.horizon, cfg.action_dim)
-            traced = torch.jit.trace(self.denoiser, (x, feat, cond), check_trace=False)
-            self._fast[:] = [torch.jit.optimize_for_inference(torch.jit.freeze(traced))]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer and deprecation notices of torch.jit
+                    traced = torch.jit.trace(self.denoiser, (x, feat, cond), check_trace=False)
+                    self._fast[:] = [torch.jit.optimize_for_inference(torch.jit.freeze(traced))]
+            except Exception as e:  # a torch without TorchScript: stay on the eager path
+                warnings.warn(
+                    f"optimize_for_inference unavailable ({e}); using eager inference", stacklevel=2
+                )
+                self._fast.clear()
         return self
 
     def train(self, mode: bool = True) -> ScorePolicy:
