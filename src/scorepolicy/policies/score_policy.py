@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections import deque
@@ -82,6 +83,7 @@ class ScorePolicy(nn.Module):
             self.register_buffer(f"{name}_max", torch.ones(dim))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._fast: list[Any] = []  # a frozen TorchScript copy of the denoiser (not a registered submodule)
+        self._schedules: dict[tuple[Any, ...], tuple[Tensor, dict[float, Tensor]]] = {}
         self._obs_history: deque[Tensor] = deque(maxlen=cfg.n_obs_steps)
         self._action_queue: deque[Tensor] = deque()
 
@@ -156,13 +158,13 @@ class ScorePolicy(nn.Module):
         cfg = self.cfg
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
         cond = self.denoiser.encode(self.normalize("obs", obs.float()))
-        sigmas = self.sigmas(nfe)
+        sigmas, table = self._schedule(nfe)
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         if noise is None:
             noise = torch.randn(shape, generator=self.generator)
         elif tuple(noise.shape) != shape:
             raise ScorePolicyError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-        net = self._schedule_net(sigmas, cond)
+        net = self._schedule_net(table, cond)
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data)
@@ -177,6 +179,7 @@ class ScorePolicy(nn.Module):
         """
         cfg = self.cfg
         self.eval()
+        self._schedules.clear()
         obs = torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim)
         with torch.no_grad():
             cond = self.denoiser.encode(obs)
@@ -197,17 +200,30 @@ class ScorePolicy(nn.Module):
     def train(self, mode: bool = True) -> ScorePolicy:
         if mode:
             self._fast.clear()
+            self._schedules.clear()
         return super().train(mode)
 
     def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
         self._fast.clear()
+        self._schedules.clear()
         return super().load_state_dict(*args, **kwargs)
 
-    def _schedule_net(self, sigmas: Tensor, cond: Tensor) -> RawNet:
-        """The raw network with σ features computed once for every level of the schedule."""
-        c_noise = edm_precond(sigmas[sigmas > 0], self.cfg.diffusion.sigma_data).c_noise
+    def _schedule(self, nfe: int | None) -> tuple[Tensor, dict[float, Tensor]]:
+        """The σ schedule and the σ features of its levels; cached while the weights are frozen."""
+        d = self.cfg.diffusion
+        key = (nfe or d.nfe, *dataclasses.astuple(d))
+        if key in self._schedules:
+            return self._schedules[key]
+        sigmas = self.sigmas(nfe)
+        c_noise = edm_precond(sigmas[sigmas > 0], d.sigma_data).c_noise
         feats = self.denoiser.sigma_features(c_noise)
         table = {float(c): feats[i : i + 1] for i, c in enumerate(c_noise)}
+        if self._fast:
+            self._schedules[key] = (sigmas, table)
+        return sigmas, table
+
+    def _schedule_net(self, table: dict[float, Tensor], cond: Tensor) -> RawNet:
+        """The raw network reading precomputed σ features for the levels of the schedule."""
 
         def net(x_in: Tensor, c: Tensor) -> Tensor:
             feat = table.get(float(c[0]))
