@@ -3,7 +3,7 @@
 Trains the documented default score policy on 90 training episodes of the shared Push-T demonstrations
 (seed-42 split), then evaluates 50 episodes (env seeds 100000..100049, 300 steps) at NFE 1, 2, 3, 5, 10
 and 20: mean score, mean max coverage, success with its Wilson 95% interval, and latency per action chunk
-(batch 1, one thread). Prints a table, writes benchmarks/results/pusht.json and pusht.png.
+(batch 1, one thread, best of three medians of 300 calls, timed after all rollouts). Prints a table, writes benchmarks/results/pusht.json and pusht.png.
 
     python benchmarks/pusht.py --data ../shared/data/pusht_cchi_v7_replay.zarr
 """
@@ -80,10 +80,9 @@ def logged_train_minutes(run: Path) -> float | None:
 
 
 def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
-    """One NFE: rollouts and batch-1 single-thread latency."""
+    """One NFE: rollouts over the evaluation seeds, with a 95% interval on the mean score."""
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
     result = api.evaluate_run(run, cfg, nfe=nfe)
-    latency = api.measure_latency(api.load_policy(run, nfe), batch=1, threads=1, repeats=300)
     keys = ("success_rate", "success_ci", "mean_score", "mean_max_coverage", "mean_length", "n_errors")
     scores = np.array([e["score"] for e in result["episodes"] if "score" in e])
     half = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
@@ -92,16 +91,21 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
         "nfe": nfe,
         **{k: result.get(k) for k in keys},
         "score_ci": score_ci,
-        "ms_per_chunk": latency["ms_per_chunk"],
     }
+
+
+def best_latency(policy: ScorePolicy, rounds: int = 3) -> dict[str, Any]:
+    """Batch-1, one-thread latency: the lowest of `rounds` medians (this VM's timings are noisy)."""
+    runs = [api.measure_latency(policy, batch=1, threads=1, repeats=300) for _ in range(rounds)]
+    best = min(runs, key=lambda r: r["ms_per_chunk"])
+    return {**best, "round_medians_ms": [r["ms_per_chunk"] for r in runs]}
 
 
 def transformer_latency(policy_cfg: PolicyConfig, nfe: int) -> dict[str, Any]:
     """Latency of the transformer denoiser at the same sizes (weights do not change the cost)."""
     cfg = dataclasses.replace(policy_cfg, denoiser="transformer", obs_dim=6, action_dim=2)
     cfg.diffusion = dataclasses.replace(cfg.diffusion, nfe=nfe)
-    policy = ScorePolicy(cfg).optimize_for_inference()
-    return api.measure_latency(policy, batch=1, threads=1, repeats=300)
+    return best_latency(ScorePolicy(cfg).optimize_for_inference())
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -145,18 +149,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(args: Args) -> None:
     minutes = train_policy(args) if args.train else logged_train_minutes(args.run)
     rows = [evaluate_nfe(args.run, n, args) for n in args.nfe]
+    for row in rows:  # timed after all rollouts, so that no evaluation shares the machine
+        lat = best_latency(api.load_policy(args.run, row["nfe"]))
+        row.update(ms_per_chunk=lat["ms_per_chunk"], latency_round_medians_ms=lat["round_medians_ms"])
     print_table(rows)
+    policy = ScorePolicy.from_pretrained(args.run)
     snapshots = []
-    if args.snapshots:
+    if args.snapshots:  # each snapshot sampled exactly like the final model
+        ssm = policy.cfg.diffusion.sample_sigma_max
         for snap in sorted((args.run / "checkpoints").glob("step_*")):
-            r = api.evaluate_run(
-                snap, EvalConfig(episodes=args.episodes, seed=args.seed, progress=False), task="pusht"
-            )
+            cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
+            r = api.evaluate_run(snap, cfg, task="pusht", sample_sigma_max=ssm)
             snapshots.append(
                 {"snapshot": snap.name, **{k: r[k] for k in ("mean_score", "success_rate", "success_ci")}}
             )
             print(f"{snap.name}: score {r['mean_score']:.3f}, success {r['success_rate']:.2f}")
-    policy = ScorePolicy.from_pretrained(args.run)
     tf = transformer_latency(policy.cfg, policy.cfg.diffusion.nfe)
     print(f"transformer denoiser latency at NFE {tf['nfe']}: {tf['ms_per_chunk']:.3f} ms per chunk")
     result = {
