@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from scorepolicy.envs.base import Task
 from scorepolicy.envs.registry import TaskName, get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
-from scorepolicy.files import read_json, to_dict
+from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
+from scorepolicy.policies.score_policy import check_config
 from scorepolicy.training import TrainConfig, TrainResult, train
 
 DEFAULT_PUSHT_ZARR = Path("../shared/data/pusht_cchi_v7_replay.zarr")
@@ -142,8 +144,6 @@ def load_policy(
         policy.cfg.diffusion.sampler = sampler  # type: ignore[assignment]
     if sample_sigma_max is not None:
         policy.cfg.diffusion.sample_sigma_max = sample_sigma_max
-    from scorepolicy.policies.score_policy import check_config
-
     check_config(policy.cfg, "inference options")
     return policy.optimize_for_inference()
 
@@ -217,8 +217,6 @@ def plot_rollouts(result: dict[str, Any], path: Path) -> None:
 
 def run_demo(out: Path, *, n_demos: int, steps: int, episodes: int, nfe: int, seed: int) -> dict[str, Any]:
     """The bundled demo: expert demos → train → evaluate → distinct routes and a rollout plot."""
-    import shutil
-
     if out.exists() and any(out.iterdir()) and not (out / "demo.json").exists():
         raise ScorePolicyError(f"{out}: exists and is not a demo run; choose another --out")
     shutil.rmtree(out, ignore_errors=True)
@@ -243,7 +241,5 @@ def run_demo(out: Path, *, n_demos: int, steps: int, episodes: int, nfe: int, se
         "eval_seconds": round(time.perf_counter() - t1, 1),
         "plot": str(out / "rollouts.png"),
     }
-    from scorepolicy.files import atomic_write_json
-
     atomic_write_json(out / "demo.json", summary)
     return summary

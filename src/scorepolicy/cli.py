@@ -11,11 +11,10 @@ from typing import Annotated, Literal
 import tyro
 
 from scorepolicy import api
+from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, format_result
 from scorepolicy.files import atomic_write_json
-
-SamplerName = Literal["euler", "heun", "ddim", "dpmpp_2m", "euler_ancestral"]
 
 
 @dataclass

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from scorepolicy.envs.base import Task
 from scorepolicy.errors import ScorePolicyError
 
 TaskName = Literal["pusht", "obstacles"]
-TASK_NAMES: tuple[str, ...] = ("pusht", "obstacles")
+TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
 def get_task(name: str) -> Task:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from scorepolicy.diffusion.samplers import SamplerName
+from scorepolicy.diffusion.schedules import ScheduleName, Terminal
 from scorepolicy.models import MLPConfig, TransformerConfig
 
 
@@ -32,11 +34,11 @@ class DiffusionConfig:
     """Log-normal std of ln σ (EDM: 1.2)."""
     loglogistic_scale: float = 0.5
     """Log-logistic scale of ln σ, centred at ln σ_data (BESO: 0.5)."""
-    sampler: Literal["euler", "heun", "ddim", "dpmpp_2m", "euler_ancestral"] = "ddim"
+    sampler: SamplerName = "ddim"
     """Sampler used by predict_action_chunk."""
-    schedule: Literal["karras", "exponential", "linear"] = "karras"
+    schedule: ScheduleName = "karras"
     """σ schedule used for sampling."""
-    terminal: Literal["append", "replace"] = "replace"
+    terminal: Terminal = "replace"
     """'replace': N+1 schedule points with the last set to 0 (every step counts); 'append': k-diffusion's."""
     nfe: int = 3
     """Denoiser evaluations per action chunk."""
