@@ -19,8 +19,7 @@ from scorepolicy.envs.registry import TaskName, get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.files import atomic_write_json, read_json, to_dict
-from scorepolicy.policies import PolicyConfig, ScorePolicy
-from scorepolicy.policies.score_policy import check_config
+from scorepolicy.policies import ChunkPolicy, PolicyConfig, build_policy, policy_class
 from scorepolicy.training import TrainConfig, TrainResult, train
 
 DEFAULT_PUSHT_ZARR = Path("../shared/data/pusht_cchi_v7_replay.zarr")
@@ -88,7 +87,7 @@ def build_datasets(
     return windows(train_idx), (windows(val_idx) if len(val_idx) else None)
 
 
-def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: int) -> ScorePolicy:
+def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: int) -> ChunkPolicy:
     """A fresh policy sized for the task, with normalisation statistics from the training data."""
     if train_data.obs.shape[1] != task.obs_dim or train_data.actions.shape[1] != task.action_dim:
         raise ScorePolicyError(
@@ -97,7 +96,7 @@ def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: 
         )
     cfg.obs_dim, cfg.action_dim = task.obs_dim, task.action_dim
     torch.manual_seed(seed)
-    policy = ScorePolicy(cfg)
+    policy = build_policy(cfg)
     policy.set_normalization(
         {"obs": min_max_stats(train_data.obs), "action": min_max_stats(train_data.actions)}
     )
@@ -135,16 +134,16 @@ def run_task_name(run_dir: Path) -> str:
 
 def load_policy(
     run_dir: Path, nfe: int | None = None, sampler: str | None = None, sample_sigma_max: float | None = None
-) -> ScorePolicy:
+) -> ChunkPolicy:
     """A trained policy ready for fast inference, optionally with another NFE or sampler."""
-    policy = ScorePolicy.from_pretrained(run_dir)
+    policy = ChunkPolicy.from_pretrained(run_dir)
     if nfe is not None:
         policy.cfg.diffusion.nfe = nfe
     if sampler is not None:
         policy.cfg.diffusion.sampler = sampler  # type: ignore[assignment]
     if sample_sigma_max is not None:
         policy.cfg.diffusion.sample_sigma_max = sample_sigma_max
-    check_config(policy.cfg, "inference options")
+    policy_class(policy.cfg.kind).check_config(policy.cfg, "inference options")
     return policy.optimize_for_inference()
 
 
@@ -171,7 +170,7 @@ def evaluate_run(
 
 
 def measure_latency(
-    policy: ScorePolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
+    policy: ChunkPolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
 ) -> dict[str, Any]:
     """Median and p90 wall-clock milliseconds per action chunk (predict_action_chunk) at a batch size."""
     previous = torch.get_num_threads()

@@ -2,7 +2,7 @@
 
 from scorepolicy.diffusion.densities import sample_log_logistic, sample_log_normal, sample_log_uniform
 from scorepolicy.diffusion.edm import Precond, edm_denoise, edm_loss, edm_precond
-from scorepolicy.diffusion.guidance import classifier_free_guidance
+from scorepolicy.diffusion.guidance import classifier_free_guidance, guide
 from scorepolicy.diffusion.samplers import (
     SAMPLERS,
     get_sampler,
@@ -32,6 +32,7 @@ __all__ = [
     "get_sigmas_exponential",
     "get_sigmas_karras",
     "get_sigmas_linear",
+    "guide",
     "sample_ddim",
     "sample_dpmpp_2m",
     "sample_euler",

@@ -7,6 +7,11 @@ from torch import Tensor
 from scorepolicy.diffusion.samplers import Denoiser
 
 
+def guide(d_cond: Tensor, d_uncond: Tensor, scale: float) -> Tensor:
+    """D_u + λ(D_c − D_u) on two denoised outputs (e.g. of one batched pass)."""
+    return d_uncond + scale * (d_cond - d_uncond)
+
+
 def classifier_free_guidance(cond: Denoiser, uncond: Denoiser, scale: float) -> Denoiser:
     """D = D_u + λ(D_c − D_u): λ = 0 is the goal-free policy, 1 the conditional one, > 1 extrapolates."""
     if scale == 1.0:
@@ -15,7 +20,6 @@ def classifier_free_guidance(cond: Denoiser, uncond: Denoiser, scale: float) -> 
         return uncond
 
     def guided(x: Tensor, sigma: Tensor) -> Tensor:
-        d_u = uncond(x, sigma)
-        return d_u + scale * (cond(x, sigma) - d_u)
+        return guide(cond(x, sigma), uncond(x, sigma), scale)
 
     return guided

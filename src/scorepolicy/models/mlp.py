@@ -73,9 +73,20 @@ class MLPDenoiser(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def encode(self, obs: Tensor) -> Tensor:
-        """Condition terms (B, F) from normalised observations (B, T_o, d_o); once per chunk."""
-        return self.cond_proj(nn.functional.mish(self.obs_encoder(obs.flatten(1)))) + self.film_offset
+    @property
+    def goal_width(self) -> int:
+        """Width of the goal feature `encode` accepts."""
+        return self.cfg.cond_dim
+
+    def encode(self, obs: Tensor, goal: Tensor | None = None) -> Tensor:
+        """Condition terms (B, F) from normalised observations (B, T_o, d_o) and goal features (B, cond_dim).
+
+        Computed once per chunk.
+        """
+        h = self.obs_encoder(obs.flatten(1))
+        if goal is not None:
+            h = h + goal
+        return self.cond_proj(nn.functional.mish(h)) + self.film_offset
 
     def sigma_features(self, c_noise: Tensor) -> Tensor:
         """σ terms (N, F) for noise levels c_noise (N,); once per schedule when sampling."""

@@ -51,9 +51,15 @@ class TransformerDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.horizon = horizon
 
-    def encode(self, obs: Tensor) -> Tensor:
-        """Observation tokens (B, T_o, d) from normalised observations; computed once per chunk."""
-        return self.obs_proj(obs) + self.obs_pos
+    @property
+    def goal_width(self) -> int:
+        """Width of the goal feature `encode` accepts (one goal token)."""
+        return int(self.obs_pos.shape[-1])
+
+    def encode(self, obs: Tensor, goal: Tensor | None = None) -> Tensor:
+        """Condition tokens (B, T_o [+1], d): observations, then the goal token if given; once per chunk."""
+        tokens = self.obs_proj(obs) + self.obs_pos
+        return tokens if goal is None else torch.cat([tokens, goal.unsqueeze(1)], dim=1)
 
     def sigma_features(self, c_noise: Tensor) -> Tensor:
         """The σ token (N, d) for noise levels c_noise (N,); once per schedule when sampling."""

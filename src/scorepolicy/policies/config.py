@@ -7,7 +7,11 @@ from typing import Literal
 
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.diffusion.schedules import ScheduleName, Terminal
-from scorepolicy.models import MLPConfig, TransformerConfig
+from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig
+
+PolicyKind = Literal["score", "mse-bc", "ddpm"]
+"""Policy families on the same backbone: the score policy and the baselines."""
+DenoiserName = Literal["mlp", "transformer", "mode"]
 
 
 @dataclass
@@ -42,12 +46,47 @@ class DiffusionConfig:
     """'replace': N+1 schedule points with the last set to 0 (every step counts); 'append': k-diffusion's."""
     nfe: int = 3
     """Denoiser evaluations per action chunk."""
+    train_copies: int = 1
+    """Level-2 minibatching (Mini-Diffuser): noised copies of each action chunk per encoded condition
+    in a training batch (1 = ordinary training). The copies never see each other."""
+
+
+@dataclass
+class GoalConfig:
+    """What the policy is conditioned on besides the observation, and how the goal is dropped (CFG)."""
+
+    n_tasks: int = 0
+    """Number of task ids (learned embedding); 0 = no task-id goal."""
+    goal_dim: int = 0
+    """Size of a goal vector (e.g. a target position, or a goal observation); 0 = no goal vector."""
+    dropout: float = 0.1
+    """Probability of dropping the goal during training (classifier-free guidance; BESO: 0.1)."""
+    dropout_mode: Literal["sample", "element"] = "sample"
+    """'sample': drop the whole goal of a sample; 'element': BESO's per-element zeroing of the goal vector
+    (the task id is still dropped per sample)."""
+    guidance: float = 1.0
+    """Guidance weight λ at sampling: 0 = goal-free policy, 1 = conditional, > 1 extrapolates."""
+    from_observation: bool = False
+    """The goal arrives inside the observation vector: its last entries are [task id] (if n_tasks > 0)
+    then the goal vector (if goal_dim > 0), so envs and rollouts need nothing goal-specific."""
+
+    @property
+    def obs_width(self) -> int:
+        """Entries of the observation vector that carry the goal (0 unless from_observation)."""
+        return (int(self.n_tasks > 0) + self.goal_dim) if self.from_observation else 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the policy is goal-conditioned."""
+        return self.n_tasks > 0 or self.goal_dim > 0
 
 
 @dataclass
 class PolicyConfig:
-    """A score policy over action chunks, conditioned on an observation history."""
+    """A policy over action chunks, conditioned on an observation history (and optionally a goal)."""
 
+    kind: PolicyKind = "score"
+    """Policy family: 'score' (EDM diffusion), or the baselines 'mse-bc' and 'ddpm' on the same backbone."""
     obs_dim: int = 0
     """Observation size (0 = take it from the data)."""
     action_dim: int = 0
@@ -58,12 +97,16 @@ class PolicyConfig:
     """T_p: actions predicted per chunk, starting at the current step."""
     n_action_steps: int = 8
     """T_a: actions of each chunk executed before re-planning."""
-    denoiser: Literal["mlp", "transformer"] = "mlp"
-    """Denoiser network."""
+    denoiser: DenoiserName = "mlp"
+    """Denoiser network: residual FiLM MLP, dense transformer, or MoDE (mixture-of-experts transformer)."""
     mlp: MLPConfig = field(default_factory=MLPConfig)
     """MLP denoiser settings (used when denoiser='mlp')."""
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     """Transformer denoiser settings (used when denoiser='transformer')."""
+    mode: MoDEConfig = field(default_factory=MoDEConfig)
+    """MoDE denoiser settings (used when denoiser='mode')."""
+    goal: GoalConfig = field(default_factory=GoalConfig)
+    """Goal conditioning (task id and/or goal vector) and classifier-free guidance."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     """Diffusion settings."""
     seed: int = 0

@@ -1,17 +1,13 @@
-"""ScorePolicy: normaliser + observation encoder + denoiser + EDM diffusion, with a LeRobot-style API."""
+"""ScorePolicy: EDM (Karras) score-based diffusion over action chunks, BESO-style (few steps, goals, CFG)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
-from collections import deque
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from scorepolicy.diffusion import (
     edm_denoise,
@@ -19,6 +15,7 @@ from scorepolicy.diffusion import (
     edm_precond,
     get_sampler,
     get_sigmas,
+    guide,
     sample_log_logistic,
     sample_log_normal,
     sample_log_uniform,
@@ -26,89 +23,54 @@ from scorepolicy.diffusion import (
 )
 from scorepolicy.diffusion.edm import RawNet
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import (
-    atomic_save_tensors,
-    atomic_write_json,
-    from_dict,
-    load_tensors,
-    read_json,
-    to_dict,
-)
-from scorepolicy.models import MLPDenoiser, TransformerDenoiser
+from scorepolicy.models import MoDEDenoiser
+from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config, read_policy_config
 from scorepolicy.policies.config import DiffusionConfig, PolicyConfig
-
-ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
-FORMAT = "scorepolicy/score-policy"
-FORMAT_VERSION = 1
-
-
-Denoiser = MLPDenoiser | TransformerDenoiser
-
-
-def build_denoiser(cfg: PolicyConfig) -> Denoiser:
-    """The denoiser network named by the config."""
-    args = (cfg.obs_dim, cfg.n_obs_steps, cfg.action_dim, cfg.horizon)
-    if cfg.denoiser == "mlp":
-        return MLPDenoiser(cfg.mlp, *args)
-    return TransformerDenoiser(cfg.transformer, *args)
 
 
 def check_config(cfg: PolicyConfig, where: str = "config") -> None:
-    """One-line errors for inconsistent settings."""
-    if cfg.obs_dim < 1 or cfg.action_dim < 1:
-        raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
-    if not 1 <= cfg.n_action_steps <= cfg.horizon:
-        raise ScorePolicyError(f"{where}: n_action_steps must be in 1..horizon ({cfg.horizon})")
+    """One-line errors for inconsistent settings of a score policy."""
+    check_base_config(cfg, where)
     d = cfg.diffusion
     if not 0 < d.sigma_min < d.sigma_max:
         raise ScorePolicyError(f"{where}: need 0 < diffusion.sigma_min < diffusion.sigma_max")
+    if d.train_copies < 1:
+        raise ScorePolicyError(f"{where}: diffusion.train_copies must be ≥ 1 (1 = ordinary training)")
     steps_for_nfe(d.sampler, d.nfe)
 
 
-class ScorePolicy(nn.Module):
-    """A score-based diffusion policy over action chunks (BESO-style: EDM preconditioning, few steps)."""
+class ScheduleLevels:
+    """A sampling schedule with what depends only on its noise levels: σ features and, for MoDE, the
+    fused experts of every level (keyed by the level's index in the schedule, never by a float)."""
 
-    obs_min: Tensor
-    obs_max: Tensor
-    action_min: Tensor
-    action_max: Tensor
+    def __init__(self, sigmas: Tensor, feats: Tensor, prepared: list[Any]) -> None:
+        self.sigmas = sigmas
+        self.feats = feats
+        self.prepared = prepared
+        self._index = {v: i for i, v in enumerate(sigmas.tolist()) if v > 0}
+
+    def level(self, sigma: Tensor) -> int | None:
+        """Index of σ in the schedule (samplers pass the schedule's own entries), None if off-schedule."""
+        return self._index.get(float(sigma.reshape(-1)[0]))
+
+
+class ScorePolicy(ChunkPolicy):
+    """A score-based diffusion policy over action chunks (EDM preconditioning, few-step samplers)."""
+
+    kind = "score"
 
     def __init__(self, cfg: PolicyConfig) -> None:
-        super().__init__()
-        check_config(cfg)
-        self.cfg = cfg
-        self.denoiser: Denoiser = build_denoiser(cfg)
-        for name, dim in (("obs", cfg.obs_dim), ("action", cfg.action_dim)):
-            self.register_buffer(f"{name}_min", -torch.ones(dim))
-            self.register_buffer(f"{name}_max", torch.ones(dim))
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self._fast: list[Any] = []  # a frozen TorchScript copy of the denoiser (not a registered submodule)
-        self._schedules: dict[tuple[Any, ...], tuple[Tensor, dict[float, Tensor]]] = {}
-        self._obs_history: deque[Tensor] = deque(maxlen=cfg.n_obs_steps)
-        self._action_queue: deque[Tensor] = deque()
+        super().__init__(cfg)
+        self._schedules: dict[tuple[Any, ...], ScheduleLevels] = {}
 
-    # ---------------------------------------------------------------- normalisation
-    def set_normalization(self, stats: dict[str, dict[str, np.ndarray]]) -> None:
-        """Set min/max statistics for 'obs' and 'action' (each {'min': (d,), 'max': (d,)})."""
-        for name in ("obs", "action"):
-            for key in ("min", "max"):
-                getattr(self, f"{name}_{key}").copy_(torch.as_tensor(stats[name][key], dtype=torch.float32))
-        check_normalization(self, "normalisation statistics")
+    @classmethod
+    def check_config(cls, cfg: PolicyConfig, where: str = "config") -> None:
+        check_config(cfg, where)
 
-    def _scale(self, name: str) -> tuple[Tensor, Tensor]:
-        lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
-        half = ((hi - lo) / 2).clamp_min(1e-6)
-        return (hi + lo) / 2, half
-
-    def normalize(self, name: str, x: Tensor) -> Tensor:
-        """Map raw values to [−1, 1] with the stored min/max (constant dimensions map to 0)."""
-        mid, half = self._scale(name)
-        return (x - mid) / half
-
-    def unnormalize(self, name: str, x: Tensor) -> Tensor:
-        """Inverse of `normalize`."""
-        mid, half = self._scale(name)
-        return x * half + mid
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        if hasattr(self, "_schedules"):
+            self._schedules.clear()
 
     # ---------------------------------------------------------------- training
     def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -121,23 +83,54 @@ class ScorePolicy(nn.Module):
             return sample_log_logistic(n, loc, d.loglogistic_scale, d.sigma_min, d.sigma_max, generator)
         return sample_log_uniform(n, d.sigma_min, d.sigma_max, generator)
 
+    def training_condition(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> Tensor:
+        """The condition of each sample, with goal dropout (classifier-free guidance training)."""
+        g = self.cfg.goal
+        explicit: Goal = {k: batch[k] for k in ("task", "goal") if k in batch}
+        state, goal = self.split_observation(batch["obs"], explicit or None)
+        obs = self.normalize("obs", state)
+        if not g.enabled:
+            return self.condition(obs, None)
+        if not goal:
+            raise ScorePolicyError(
+                "batch: this policy is goal-conditioned but the data has no goals ('task'/'goal'); "
+                "set goal.n_tasks=0 and goal.goal_dim=0 or use data with goals"
+            )
+        b = obs.shape[0]
+        keep = self.goal_keep_mask(b, generator) if g.dropout > 0 else None
+        element_keep = None
+        if g.dropout_mode == "element" and g.goal_dim > 0 and g.dropout > 0:
+            element_keep = torch.bernoulli(torch.full((b, g.goal_dim), 1.0 - g.dropout), generator=generator)
+            keep = keep if g.n_tasks > 0 else None
+        return self.condition(obs, goal, keep=keep, element_keep=element_keep)
+
     def compute_loss(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """EDM denoising loss on a batch {'obs': (B, T_o, d_o), 'action': (B, T_p, d_a)} of raw values."""
-        obs = self.normalize("obs", batch["obs"])
+        """EDM denoising loss on raw {'obs': (B, T_o, d_o), 'action': (B, T_p, d_a)[, 'task', 'goal']}.
+
+        With train_copies K > 1 (level-2 minibatching), each condition is encoded once and paired with K
+        independently noised copies of its action chunk: B·K denoising examples per batch.
+        """
         x0 = self.normalize("action", batch["action"])
-        b = x0.shape[0]
-        sigma = self.sample_training_sigmas(b, generator)
+        cond = self.training_condition(batch, generator)
+        k = self.cfg.diffusion.train_copies
+        if k > 1:
+            cond, x0 = cond.repeat_interleave(k, dim=0), x0.repeat_interleave(k, dim=0)
+        sigma = self.sample_training_sigmas(x0.shape[0], generator)
         noise = torch.randn(x0.shape, generator=generator)
-        cond = self.denoiser.encode(obs)
 
         def net(x_in: Tensor, c_noise: Tensor) -> Tensor:
             return self.denoiser(x_in, self.denoiser.sigma_features(c_noise), cond)
 
-        per_sample = edm_loss(net, x0, sigma, noise, self.cfg.diffusion.sigma_data)
-        loss = per_sample.mean()
-        return loss, {"loss": float(loss.detach())}
+        loss = edm_loss(net, x0, sigma, noise, self.cfg.diffusion.sigma_data).mean()
+        info = {"denoise_loss": float(loss.detach())}
+        if isinstance(self.denoiser, MoDEDenoiser):
+            balance = self.denoiser.balance_loss
+            info["balance_loss"] = float(balance.detach())
+            loss = loss + self.cfg.mode.balance_weight * balance
+        info["loss"] = float(loss.detach())
+        return loss, info
 
     # ---------------------------------------------------------------- inference
     def sigmas(self, nfe: int | None = None) -> Tensor:
@@ -149,184 +142,91 @@ class ScorePolicy(nn.Module):
 
     @torch.inference_mode()
     def predict_action_chunk(
-        self, obs: Tensor, *, nfe: int | None = None, noise: Tensor | None = None
+        self,
+        obs: Tensor,
+        *,
+        goal: Goal | None = None,
+        nfe: int | None = None,
+        noise: Tensor | None = None,
+        guidance: float | None = None,
     ) -> Tensor:
         """Raw actions (B, T_p, d_a) for raw observation histories (B, T_o, d_o).
 
         `noise` (B, T_p, d_a), if given, is the standard-normal initial noise (for noise-space RL).
+        Goal-conditioned policies take `goal` and the guidance weight λ (default: the config's):
+        D = D_u + λ(D_c − D_u); λ = 0 needs no goal (goal-free), λ = 1 runs only the conditional model.
         """
         cfg = self.cfg
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
-        cond = self.denoiser.encode(self.normalize("obs", obs.float()))
-        sigmas, table = self._schedule(nfe)
+        state, goal = self.split_observation(obs.float(), goal)
+        cond = self._sampling_condition(self.normalize("obs", state), goal, guidance)
+        levels = self._schedule(nfe)
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         if noise is None:
             noise = torch.randn(shape, generator=self.generator)
         elif tuple(noise.shape) != shape:
             raise ScorePolicyError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-        net = self._schedule_net(table, cond)
+        lam = cfg.goal.guidance if guidance is None else guidance
+        guided = len(cond) == 2
+        cond_all = torch.cat(cond) if guided else cond[0]
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data)
+            net = self._level_net(levels, levels.level(sigma), cond_all)
+            if not guided:
+                return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data)
+            both = edm_denoise(net, torch.cat([x, x]), sigma, cfg.diffusion.sigma_data)
+            uncond, conditional = both.chunk(2)
+            return guide(conditional, uncond, lam)
 
-        x = get_sampler(cfg.diffusion.sampler)(denoise, noise * sigmas[0], sigmas, generator=self.generator)
+        sampler = get_sampler(cfg.diffusion.sampler)
+        x = sampler(denoise, noise * levels.sigmas[0], levels.sigmas, generator=self.generator)
         return self.unnormalize("action", x.clamp(-1.0, 1.0))
 
-    def optimize_for_inference(self) -> ScorePolicy:
-        """Freeze a TorchScript copy of the denoiser's forward (about 2× faster at batch 1 on a CPU).
+    def _sampling_condition(self, obs: Tensor, goal: Goal | None, guidance: float | None) -> list[Tensor]:
+        """[cond] for one pass, or [uncond, cond] when guidance mixes both."""
+        g = self.cfg.goal
+        if not g.enabled:
+            return [self.condition(obs, None)]
+        lam = g.guidance if guidance is None else guidance
+        if lam == 0.0:
+            return [self.condition(obs, None)]
+        if goal is None:
+            raise ScorePolicyError(
+                "goal: this policy is goal-conditioned; pass goal={'task': …, 'goal': …} or guidance=0 (goal-free)"
+            )
+        self._check_goal_size(goal)
+        conditional = self.condition(obs, goal)
+        return [conditional] if lam == 1.0 else [self.condition(obs, None), conditional]
 
-        The copy holds the current weights as constants; `train()` and `load_state_dict` drop it.
-        """
-        cfg = self.cfg
-        self.eval()
-        self._schedules.clear()
-        obs = torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim)
-        with torch.no_grad():
-            cond = self.denoiser.encode(obs)
-            feat = self.denoiser.sigma_features(torch.zeros(1))
-            x = torch.zeros(2, cfg.horizon, cfg.action_dim)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tracer and deprecation notices of torch.jit
-                    traced = torch.jit.trace(self.denoiser, (x, feat, cond), check_trace=False)
-                    self._fast[:] = [torch.jit.optimize_for_inference(torch.jit.freeze(traced))]
-            except Exception as e:  # a torch without TorchScript: stay on the eager path
-                warnings.warn(
-                    f"optimize_for_inference unavailable ({e}); using eager inference", stacklevel=2
-                )
-                self._fast.clear()
-        return self
-
-    def train(self, mode: bool = True) -> ScorePolicy:
-        if mode:
-            self._fast.clear()
-            self._schedules.clear()
-        return super().train(mode)
-
-    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        self._fast.clear()
-        self._schedules.clear()
-        return super().load_state_dict(*args, **kwargs)
-
-    def _schedule(self, nfe: int | None) -> tuple[Tensor, dict[float, Tensor]]:
-        """The σ schedule and the σ features of its levels; cached while the weights are frozen."""
+    def _schedule(self, nfe: int | None) -> ScheduleLevels:
+        """The σ schedule with per-level σ features (and MoDE's fused experts); cached while frozen."""
         d = self.cfg.diffusion
         key = (nfe or d.nfe, *dataclasses.astuple(d))
         if key in self._schedules:
             return self._schedules[key]
         sigmas = self.sigmas(nfe)
-        c_noise = edm_precond(sigmas[sigmas > 0], d.sigma_data).c_noise
-        feats = self.denoiser.sigma_features(c_noise)
-        table = {float(c): feats[i : i + 1] for i, c in enumerate(c_noise)}
-        if self._fast:
-            self._schedules[key] = (sigmas, table)
-        return sigmas, table
+        positive = sigmas[sigmas > 0]
+        feats = self.denoiser.sigma_features(edm_precond(positive, d.sigma_data).c_noise)
+        prepared: list[Any] = [None] * len(positive)
+        if isinstance(self.denoiser, MoDEDenoiser) and self.cfg.mode.cache_experts:
+            prepared = [self.denoiser.prepare(feats[i : i + 1]) for i in range(len(positive))]
+        levels = ScheduleLevels(sigmas, feats, prepared)
+        if self._frozen:
+            self._schedules[key] = levels
+        return levels
 
-    def _schedule_net(self, table: dict[float, Tensor], cond: Tensor) -> RawNet:
-        """The raw network reading precomputed σ features for the levels of the schedule."""
+    def _level_net(self, levels: ScheduleLevels, i: int | None, cond: Tensor) -> RawNet:
+        """The raw network at schedule level i (precomputed σ features / fused experts; None = compute)."""
 
-        def net(x_in: Tensor, c: Tensor) -> Tensor:
-            feat = table.get(float(c[0]))
-            if feat is None:  # a level off the schedule (not used by the built-in samplers)
-                feat = self.denoiser.sigma_features(c[:1])
-            return forward(x_in, feat, cond)
+        def net(x_in: Tensor, c_noise: Tensor) -> Tensor:
+            if i is None:  # a level off the schedule (not used by the built-in samplers)
+                return self.denoiser(x_in, self.denoiser.sigma_features(c_noise[:1]), cond)
+            feat = levels.feats[i : i + 1]
+            if isinstance(self.denoiser, MoDEDenoiser):
+                return self.denoiser(x_in, feat, cond, levels.prepared[i])
+            return (self._fast[0] if self._fast else self.denoiser)(x_in, feat, cond)
 
-        forward = self._fast[0] if self._fast else self.denoiser
         return net
 
-    def reset(self, seed: int | None = None) -> None:
-        """Forget the observation history and queued actions (call at every episode start)."""
-        self._obs_history.clear()
-        self._action_queue.clear()
-        if seed is not None:
-            self.generator.manual_seed(seed)
 
-    def select_action(self, obs: ArrayT) -> ArrayT:
-        """One action per env for observations (B, d_o) or (d_o,); re-plans every n_action_steps."""
-        is_numpy = isinstance(obs, np.ndarray)
-        o = torch.as_tensor(np.asarray(obs, dtype=np.float32) if is_numpy else obs, dtype=torch.float32)
-        single = o.ndim == 1
-        o = o.reshape(1, -1) if single else o
-        self._check_obs(o, (self.cfg.obs_dim,))
-        if self._obs_history and self._obs_history[-1].shape[0] != o.shape[0]:
-            raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
-        if not self._obs_history:
-            self._obs_history.extend([o] * self.cfg.n_obs_steps)
-        else:
-            self._obs_history.append(o)
-        if not self._action_queue:
-            chunk = self.predict_action_chunk(torch.stack(list(self._obs_history), dim=1))
-            self._action_queue.extend(chunk[:, : self.cfg.n_action_steps].unbind(dim=1))
-        action = self._action_queue.popleft()
-        action = action[0] if single else action
-        return action.numpy() if is_numpy else action  # type: ignore[return-value]
-
-    def _check_obs(self, obs: Tensor, tail: tuple[int, ...]) -> None:
-        if tuple(obs.shape[1:]) != tail:
-            raise ScorePolicyError(
-                f"observation: expected shape (batch, {', '.join(map(str, tail))}), got {tuple(obs.shape)}; "
-                f"the policy was trained on observations of size {self.cfg.obs_dim}"
-            )
-        if not torch.isfinite(obs).all():
-            raise ScorePolicyError("observation: contains NaN or inf; check the sensor/env output")
-
-    # ---------------------------------------------------------------- save / load
-    def save_pretrained(self, directory: str | Path, state_dict: dict[str, Tensor] | None = None) -> None:
-        """Write `model.safetensors` (the given weights, e.g. EMA; default: this module's) and `config.json`."""
-        directory = Path(directory)
-        atomic_save_tensors(directory / "model.safetensors", state_dict or self.state_dict())
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": to_dict(self.cfg)}
-        atomic_write_json(directory / "config.json", meta)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> ScorePolicy:
-        """Load a policy saved by `save_pretrained` (safetensors + JSON; nothing is unpickled)."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise ScorePolicyError(
-                f"{directory}: no such run directory; pass the --out folder of a training run"
-            )
-        cfg = read_policy_config(directory / "config.json")
-        policy = cls(cfg)
-        tensors = load_tensors(directory / "model.safetensors")
-        expected = policy.state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            name = (missing or unexpected)[0]
-            kind = "missing" if missing else "unexpected"
-            raise ScorePolicyError(
-                f"{directory / 'model.safetensors'}: {kind} tensor '{name}'; the weights do not match config.json"
-            )
-        for k, v in tensors.items():
-            if v.shape != expected[k].shape:
-                raise ScorePolicyError(
-                    f"{directory / 'model.safetensors'}: tensor '{k}' has shape {tuple(v.shape)}, "
-                    f"config.json implies {tuple(expected[k].shape)}"
-                )
-        policy.load_state_dict(tensors)
-        check_normalization(policy, str(directory / "model.safetensors"))
-        return policy.eval()
-
-
-def read_policy_config(path: Path) -> PolicyConfig:
-    """Parse and check a run's config.json."""
-    meta: Any = read_json(path)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "policy" not in meta:
-        raise ScorePolicyError(f"{path}: not a scorepolicy config (field 'format' must be '{FORMAT}')")
-    cfg = from_dict(PolicyConfig, meta["policy"], f"{path}: policy")
-    check_config(cfg, str(path))
-    return cfg
-
-
-def check_normalization(policy: ScorePolicy, where: str) -> None:
-    """Normalisation statistics must be finite with max ≥ min."""
-    for name in ("obs", "action"):
-        lo, hi = getattr(policy, f"{name}_min"), getattr(policy, f"{name}_max")
-        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()) or bool((hi < lo).any()):
-            raise ScorePolicyError(
-                f"{where}: invalid {name} normalisation statistics (non-finite or max < min)"
-            )
-
-
-__all__ = ["DiffusionConfig", "PolicyConfig", "ScorePolicy"]
+__all__ = ["DiffusionConfig", "PolicyConfig", "ScorePolicy", "read_policy_config"]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from scorepolicy.data.windows import WindowDataset
 from scorepolicy.files import atomic_write_json, to_dict
-from scorepolicy.policies import ScorePolicy
+from scorepolicy.policies import ChunkPolicy
 from scorepolicy.training.checkpoint import STATE_FILE, TrainState, load_train_state, save_train_state
 from scorepolicy.training.config import TrainConfig
 
@@ -57,7 +57,7 @@ def to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def make_state(policy: ScorePolicy, cfg: TrainConfig) -> TrainState:
+def make_state(policy: ChunkPolicy, cfg: TrainConfig) -> TrainState:
     """Fresh optimiser, EMA copy and RNGs for `policy`."""
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
@@ -73,7 +73,7 @@ def make_state(policy: ScorePolicy, cfg: TrainConfig) -> TrainState:
 
 
 @torch.no_grad()
-def validation_loss(policy: ScorePolicy, data: WindowDataset, n_windows: int = 2048, seed: int = 0) -> float:
+def validation_loss(policy: ChunkPolicy, data: WindowDataset, n_windows: int = 2048, seed: int = 0) -> float:
     """Mean EDM loss over a fixed subset of windows with fixed noise (comparable across steps and runs)."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(data), size=min(n_windows, len(data)), replace=False)
@@ -128,7 +128,7 @@ class MetricsLog:
 
 
 def train(
-    policy: ScorePolicy,
+    policy: ChunkPolicy,
     data: WindowDataset,
     cfg: TrainConfig,
     run_dir: str | Path,
