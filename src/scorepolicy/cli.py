@@ -138,9 +138,23 @@ def do_demo(args: Demo) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def policy_kind_shorthand(argv: list[str]) -> list[str]:
+    """`--policy KIND` (e.g. `--policy mse-bc`) is shorthand for `--policy.kind KIND`."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        prev = argv[i - 1] if i else ""
+        if prev == "--policy" and not arg.startswith("-"):
+            out[-1] = "--policy.kind"
+        elif arg.startswith("--policy="):
+            arg = "--policy.kind=" + arg.split("=", 1)[1]
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `scorepolicy` command."""
-    command = tyro.cli(Command, args=argv, prog="scorepolicy")
+    args = policy_kind_shorthand(sys.argv[1:] if argv is None else argv)
+    command = tyro.cli(Command, args=args, prog="scorepolicy")
     try:
         if isinstance(command, Demo):
             do_demo(command)
