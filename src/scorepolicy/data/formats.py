@@ -1,0 +1,101 @@
+"""Dataset formats: detection from the path and one `load_dataset` for all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+from scorepolicy.data.episodes import Episodes
+from scorepolicy.errors import ScorePolicyError
+
+DataFormat = Literal["lerobot", "zarr", "robomimic"]
+"""Readable formats: LeRobot v2.1/v3.0 directory, Diffusion-Policy replay zarr, robomimic HDF5."""
+DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
+
+
+def detect_format(path: str | Path) -> DataFormat:
+    """The format of the dataset at `path`, from its layout (no data is read)."""
+    from scorepolicy.data.lerobot import is_lerobot_dir
+    from scorepolicy.data.robomimic import is_hdf5_file
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ScorePolicyError(f"{p}: dataset not found; check the path")
+    if p.is_dir():
+        if is_lerobot_dir(p):
+            return "lerobot"
+        if (p / ".zgroup").is_file() or (p / "zarr.json").is_file() or p.suffix == ".zarr":
+            return "zarr"
+        if (p / "meta").is_dir() and (p / "data").is_dir():
+            return "lerobot"  # a LeRobot layout whose info.json is missing: let the reader say so
+    elif is_hdf5_file(p):
+        return "robomimic"
+    raise ScorePolicyError(
+        f"{p}: format not recognised (expected a LeRobot directory with meta/info.json, a replay .zarr "
+        f"directory or a robomimic .hdf5 file); pass --format one of {', '.join(DATA_FORMATS)}"
+    )
+
+
+def check_finite(episodes: Episodes) -> None:
+    """Raise a one-line error naming the first float key and step holding NaN or inf."""
+    for key, arr in episodes.data.items():
+        if arr.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            episode = int(np.searchsorted(episodes.episode_ends, row, side="right"))
+            raise ScorePolicyError(
+                f"{episodes.source}: '{key}' holds NaN/inf at step {row} (episode {episode}); clean or drop that "
+                "episode (`scorepolicy data validate` lists every problem)"
+            )
+
+
+def load_dataset(
+    path: str | Path,
+    format: DataFormat | None = None,
+    *,
+    keys: Sequence[str] | None = None,
+    finite: bool = True,
+) -> Episodes:
+    """Read any supported dataset into `Episodes` (format detected from the path unless given).
+
+    `keys` selects what to read: LeRobot feature names, replay-zarr data keys, or robomimic obs keys
+    (default: every vector feature; LeRobot videos and zarr images only when named). With `finite`
+    (default) NaN or inf in a float array is a one-line error.
+    """
+    fmt = format or detect_format(path)
+    if fmt == "lerobot":
+        from scorepolicy.data.lerobot import read_lerobot
+
+        return read_lerobot(path, keys, check_finite=finite)
+    if fmt == "zarr":
+        from scorepolicy.data.zarr_replay import read_replay_zarr
+
+        if finite:
+            return read_replay_zarr(path, keys)
+        return _read_zarr_lenient(Path(path), keys)
+    if fmt == "robomimic":
+        from scorepolicy.data.robomimic import read_robomimic
+
+        obs_keys = [k.removeprefix("observation.") for k in keys] if keys is not None else None
+        episodes = read_robomimic(path, obs_keys)
+        if finite:
+            check_finite(episodes)
+        return episodes
+    raise ScorePolicyError(f"unknown data format {fmt!r}; choose one of {', '.join(DATA_FORMATS)}")
+
+
+def _read_zarr_lenient(root: Path, keys: Sequence[str] | None) -> Episodes:
+    """A replay zarr read without the NaN check (for inspection of data that validation flags)."""
+    from scorepolicy.data import zarr_replay as zr
+
+    zr._check_store(root)
+    ends = zr._read_episode_ends(root)
+    data = {}
+    for key in zr._select_keys(root, keys):
+        data[key] = zr._as_float32(zr._read_array(root / "data" / key))
+    return Episodes(data=data, episode_ends=ends, source=str(root), attrs=zr._read_root_attrs(root))
