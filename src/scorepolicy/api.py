@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import statistics
 import time
@@ -12,7 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorepolicy.data.dataset_task import (
+    DATASET_TASK,
+    detect_task,
+    load_dataset_task,
+    no_simulator_message,
+    require_valid,
+)
 from scorepolicy.data.episodes import Episodes
+from scorepolicy.data.formats import DataFormat
 from scorepolicy.data.windows import WindowDataset, min_max_stats, split_episodes
 from scorepolicy.envs.base import Task
 from scorepolicy.envs.registry import TaskName, get_task
@@ -39,16 +48,21 @@ class DataConfig:
     """Cap on training episodes after the split (Diffusion Policy's low-dim Push-T protocol: 90)."""
     split_seed: int = 42
     """Seed of the train/validation split."""
+    format: DataFormat | None = None
+    """Format of --data (default: detected from the path)."""
+    obs_keys: tuple[str, ...] | None = None
+    """Dataset task: observation features (default: observation.state + other 1-D observation.* vectors)."""
 
 
 @dataclass
 class TrainJob:
     """A whole training run: task, data, policy and optimisation."""
 
-    task: TaskName = "pusht"
-    """Task the policy is trained for (selects the observation mapping and the evaluation env)."""
+    task: TaskName | None = None
+    """Task (observation mapping and evaluation env). Default: from --data: Push-T for a replay zarr
+    with 'state', else a simulator-free dataset task (LeRobot / robomimic data; sizes from the data)."""
     data: Path | None = None
-    """Dataset path (Push-T: a Diffusion-Policy replay zarr). Obstacles: leave unset to generate demos."""
+    """Dataset: LeRobot v2.1/v3.0 dir, replay zarr or robomimic HDF5. Obstacles: unset to generate demos."""
     out: Path = Path("runs/run")
     """Run directory: checkpoints, config.json, metrics.csv, TensorBoard logs."""
     resume: bool = False
@@ -65,10 +79,21 @@ def load_episodes(task: Task, path: Path | None, data: DataConfig) -> Episodes:
 
         return generate_obstacle_demos(data.n_demos, seed=data.demo_seed)
     if path is None:
-        raise ScorePolicyError(f"task '{task.name}' needs --data PATH (e.g. {DEFAULT_PUSHT_ZARR})")
+        hint = "scorepolicy data generate metaworld --out data/mt10" if task.goal_spec else DEFAULT_PUSHT_ZARR
+        raise ScorePolicyError(f"task '{task.name}' needs --data PATH (e.g. {hint})")
     from scorepolicy.data.zarr_replay import read_replay_zarr
 
     return read_replay_zarr(path)
+
+
+def load_task_data(task_name: str, job: TrainJob) -> tuple[Task, Episodes, dict[str, Any]]:
+    """The task and its episodes (data from a path is validated first and refused with the report)."""
+    if job.data is not None:
+        require_valid(job.data, job.dataset.format, job.policy.horizon)
+    if task_name == DATASET_TASK:
+        return load_dataset_task(job.data, job.dataset.format, job.dataset.obs_keys)
+    task = get_task(task_name)
+    return task, load_episodes(task, job.data, job.dataset), {}
 
 
 def build_datasets(
@@ -95,27 +120,41 @@ def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: 
             f"{train_data.actions.shape[1]}; task '{task.name}' expects {task.obs_dim} and {task.action_dim}"
         )
     cfg.obs_dim, cfg.action_dim = task.obs_dim, task.action_dim
+    if task.goal_spec is not None and not cfg.goal.enabled:
+        cfg.goal.n_tasks, cfg.goal.goal_dim = task.goal_spec
+        cfg.goal.from_observation = True
+    if cfg.goal.enabled and not cfg.goal.from_observation:
+        raise ScorePolicyError(
+            f"task '{task.name}': its data carries no goals, but the policy is goal-conditioned "
+            "(policy.goal.n_tasks / goal_dim > 0); drop those settings or use a task with goals"
+        )
     torch.manual_seed(seed)
     policy = build_policy(cfg)
-    policy.set_normalization(
-        {"obs": min_max_stats(train_data.obs), "action": min_max_stats(train_data.actions)}
-    )
+    n_goal = cfg.goal.obs_width
+    stats = {
+        "obs": min_max_stats(train_data.obs[:, : task.obs_dim - n_goal]),
+        "action": min_max_stats(train_data.actions),
+    }
+    if cfg.goal.goal_dim > 0:
+        stats["goal"] = min_max_stats(train_data.obs[:, task.obs_dim - cfg.goal.goal_dim :])
+    policy.set_normalization(stats)
     return policy
 
 
 def run_training(job: TrainJob) -> TrainResult:
     """Load data, build the policy and train it into job.out (or resume it)."""
-    task = get_task(job.task)
+    task_name = job.task or detect_task(job.data, job.dataset.format)
     if not job.resume and (job.out / "train_state.safetensors").exists():
         raise ScorePolicyError(
             f"{job.out}: already holds a run; pass --resume to continue it or choose another --out"
         )
-    episodes = load_episodes(task, job.data, job.dataset)
+    task, episodes, data_record = load_task_data(task_name, job)
     train_data, val_data = build_datasets(task, episodes, job.policy, job.dataset)
     policy = make_policy(task, job.policy, train_data, job.train.seed)
     run_config = {
-        "task": job.task,
+        "task": task_name,
         "data": str(job.data) if job.data else None,
+        **data_record,
         "dataset": to_dict(job.dataset),
         "n_train_windows": len(train_data),
     }
@@ -129,13 +168,19 @@ def run_task_name(run_dir: Path) -> str:
     meta = read_json(Path(run_dir) / "train_config.json")
     if not isinstance(meta, dict) or "task" not in meta:
         raise ScorePolicyError(f"{run_dir}/train_config.json: field 'task' missing; pass --task explicitly")
+    if meta["task"] == DATASET_TASK:
+        raise ScorePolicyError(no_simulator_message(str(run_dir)))
     return str(meta["task"])
 
 
 def load_policy(
-    run_dir: Path, nfe: int | None = None, sampler: str | None = None, sample_sigma_max: float | None = None
+    run_dir: Path,
+    nfe: int | None = None,
+    sampler: str | None = None,
+    sample_sigma_max: float | None = None,
+    guidance: float | None = None,
 ) -> ChunkPolicy:
-    """A trained policy ready for fast inference, optionally with another NFE or sampler."""
+    """A trained policy ready for fast inference, optionally with another NFE, sampler or guidance λ."""
     policy = ChunkPolicy.from_pretrained(run_dir)
     if nfe is not None:
         policy.cfg.diffusion.nfe = nfe
@@ -143,6 +188,12 @@ def load_policy(
         policy.cfg.diffusion.sampler = sampler  # type: ignore[assignment]
     if sample_sigma_max is not None:
         policy.cfg.diffusion.sample_sigma_max = sample_sigma_max
+    if guidance is not None:
+        if not policy.cfg.goal.enabled:
+            raise ScorePolicyError(
+                f"{run_dir}: --guidance needs a goal-conditioned policy; this one has no goal"
+            )
+        policy.cfg.goal.guidance = guidance
     policy_class(policy.cfg.kind).check_config(policy.cfg, "inference options")
     return policy.optimize_for_inference()
 
@@ -155,9 +206,14 @@ def evaluate_run(
     nfe: int | None = None,
     sampler: str | None = None,
     sample_sigma_max: float | None = None,
+    guidance: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run's policy on its task; the result records the sampling settings and the run."""
-    policy = load_policy(run_dir, nfe, sampler, sample_sigma_max)
+    """Evaluate a run's policy on its task; the result records the sampling settings and the run.
+
+    Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks).
+    """
+    policy = load_policy(run_dir, nfe, sampler, sample_sigma_max, guidance)
+    the_task = get_task(task or run_task_name(run_dir))
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
         "nfe": d.nfe,
@@ -165,8 +221,11 @@ def evaluate_run(
         "schedule": d.schedule,
         "sample_sigma_max": d.sample_sigma_max,
     }
+    if policy.cfg.goal.enabled:
+        extra["guidance"] = policy.cfg.goal.guidance
     extra["run"] = str(run_dir)
-    return evaluate(policy, get_task(task or run_task_name(run_dir)), cfg, extra=extra)
+    cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks)
+    return evaluate(policy, the_task, cfg, extra=extra)
 
 
 def measure_latency(

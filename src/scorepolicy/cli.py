@@ -24,7 +24,7 @@ class Eval:
     run: tyro.conf.Positional[Path]
     """Run directory written by `scorepolicy train`."""
     episodes: int = 50
-    """Episodes to roll out; env seeds are seed .. seed+episodes-1."""
+    """Episodes to roll out (per task for multi-task suites); env seeds are seed .. seed+episodes-1."""
     seed: int | None = None
     """First env seed (default: the task's, 100000 for Push-T)."""
     nfe: int | None = None
@@ -33,6 +33,8 @@ class Eval:
     """Sampler override (default: the run's config)."""
     sample_sigma_max: float | None = None
     """Noise level sampling starts from (default: the run's config)."""
+    guidance: float | None = None
+    """Classifier-free guidance λ for goal-conditioned policies: 0 goal-free, 1 conditional, >1 extrapolates."""
     json: Path | None = None
     """Write the result JSON here."""
     video_dir: Path | None = None
@@ -112,7 +114,12 @@ def do_eval(args: Eval) -> None:
         keep_trajectories=args.plot is not None,
     )
     result = api.evaluate_run(
-        args.run, cfg, nfe=args.nfe, sampler=args.sampler, sample_sigma_max=args.sample_sigma_max
+        args.run,
+        cfg,
+        nfe=args.nfe,
+        sampler=args.sampler,
+        sample_sigma_max=args.sample_sigma_max,
+        guidance=args.guidance,
     )
     print(format_result(result))
     if args.plot is not None:
@@ -138,22 +145,27 @@ def do_demo(args: Demo) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def policy_kind_shorthand(argv: list[str]) -> list[str]:
-    """`--policy KIND` (e.g. `--policy mse-bc`) is shorthand for `--policy.kind KIND`."""
+SHORTHANDS = {"--policy": "--policy.kind", "--denoiser": "--policy.denoiser"}
+"""`scorepolicy train` shorthands: `--policy mse-bc` and `--denoiser mode`."""
+
+
+def expand_shorthands(argv: list[str]) -> list[str]:
+    """Rewrite the SHORTHANDS flags (as `--flag VALUE` or `--flag=VALUE`) to their full names."""
     out: list[str] = []
     for i, arg in enumerate(argv):
         prev = argv[i - 1] if i else ""
-        if prev == "--policy" and not arg.startswith("-"):
-            out[-1] = "--policy.kind"
-        elif arg.startswith("--policy="):
-            arg = "--policy.kind=" + arg.split("=", 1)[1]
+        flag, eq, value = arg.partition("=")
+        if prev in SHORTHANDS and not arg.startswith("-"):
+            out[-1] = SHORTHANDS[prev]
+        elif eq and flag in SHORTHANDS:
+            arg = f"{SHORTHANDS[flag]}={value}"
         out.append(arg)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `scorepolicy` command."""
-    args = policy_kind_shorthand(sys.argv[1:] if argv is None else argv)
+    args = expand_shorthands(sys.argv[1:] if argv is None else argv)
     command = tyro.cli(Command, args=args, prog="scorepolicy")
     try:
         if isinstance(command, Demo):

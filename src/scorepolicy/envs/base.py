@@ -38,7 +38,13 @@ class Task:
     """Actions (total_steps, action_dim) float32 from recorded episodes."""
     episode_metrics: Callable[[StepInfos], dict[str, float]]
     """Per-episode record from the infos of every step (after reset): must contain 'success' (0/1)."""
-    aggregate_metrics: Callable[[list[dict[str, Any]]], dict[str, float]]
+    aggregate_metrics: Callable[[list[dict[str, Any]]], dict[str, Any]]
     """Task-level aggregates (e.g. mean_score) from the per-episode records."""
     stop_on_success: bool = True
     """End an episode at the first step whose info reports success."""
+    n_subtasks: int = 1
+    """Tasks behind one env (multi-task suites: episode seed s runs subtask s mod n_subtasks);
+    `scorepolicy eval --episodes N` runs N episodes per subtask."""
+    goal_spec: tuple[int, int] | None = None
+    """(n_tasks, goal_dim) of the goal its observations carry at their end (task id, then goal vector);
+    policies trained for the task are goal-conditioned on it unless configured otherwise."""

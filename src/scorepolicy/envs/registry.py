@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from scorepolicy.envs.base import Task
 from scorepolicy.errors import ScorePolicyError
 
-TaskName = Literal["pusht", "obstacles"]
+TaskName = Literal["pusht", "obstacles", "metaworld-mt10"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
@@ -21,4 +21,8 @@ def get_task(name: str) -> Task:
         from scorepolicy.envs.obstacles import OBSTACLE_TASK
 
         return OBSTACLE_TASK
+    if name == "metaworld-mt10":
+        from scorepolicy.envs.metaworld import MT10, metaworld_task
+
+        return metaworld_task(MT10, name)
     raise ScorePolicyError(f"unknown task '{name}'; valid tasks: {', '.join(TASK_NAMES)}")

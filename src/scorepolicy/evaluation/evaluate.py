@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from scorepolicy.envs.base import Task
+from scorepolicy.evaluation.multitask import per_task_summary
 from scorepolicy.evaluation.rollout import BatchPolicy, VectorMode, run_rollouts
 from scorepolicy.evaluation.stats import wilson_interval
 from scorepolicy.files import atomic_write_json
@@ -85,6 +86,8 @@ def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
     if ok:
         for key, value in task.aggregate_metrics(ok).items():
             result.setdefault(key, value)  # the summary's own keys are never overridden
+    if task.n_subtasks > 1:
+        result.update(per_task_summary(records))
     return result
 
 

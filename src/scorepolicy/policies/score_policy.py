@@ -174,7 +174,8 @@ class ScorePolicy(ChunkPolicy):
             net = self._level_net(levels, levels.level(sigma), cond_all)
             if not guided:
                 return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data)
-            both = edm_denoise(net, torch.cat([x, x]), sigma, cfg.diffusion.sigma_data)
+            sigma2 = sigma.repeat(2) if sigma.numel() > 1 else sigma
+            both = edm_denoise(net, torch.cat([x, x]), sigma2, cfg.diffusion.sigma_data)
             uncond, conditional = both.chunk(2)
             return guide(conditional, uncond, lam)
 
