@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import tyro
 
 from scorepolicy import api
+from scorepolicy.data.commands import DataCommand, run_data_command
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, format_result
@@ -94,6 +95,7 @@ Command = (
     ]
     | Annotated[Eval, tyro.conf.subcommand("eval")]
     | Annotated[Latency, tyro.conf.subcommand("latency")]
+    | Annotated[DataCommand, tyro.conf.subcommand("data", description="Inspect, validate, convert datasets.")]
 )
 
 
@@ -174,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             do_train(command)
         elif isinstance(command, Eval):
             do_eval(command)
-        else:
+        elif isinstance(command, Latency):
             do_latency(command)
+        else:
+            return run_data_command(command)
     except ScorePolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

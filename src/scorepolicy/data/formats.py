@@ -99,3 +99,47 @@ def _read_zarr_lenient(root: Path, keys: Sequence[str] | None) -> Episodes:
     for key in zr._select_keys(root, keys):
         data[key] = zr._as_float32(zr._read_array(root / "data" / key))
     return Episodes(data=data, episode_ends=ends, source=str(root), attrs=zr._read_root_attrs(root))
+
+
+ConvertTarget = Literal["lerobot-v3", "zarr"]
+"""Formats `convert` writes: LeRobot v3.0 (parquet, no videos) or a Diffusion-Policy replay zarr."""
+
+
+def lerobot_names(episodes: Episodes) -> Episodes:
+    """Replay-zarr keys under LeRobot names: `action` stays, `state` -> `observation.state`, others
+    -> `observation.<key>` (keys already holding a dot, such as robomimic's, are kept)."""
+    data = {}
+    for key, arr in episodes.data.items():
+        name = key if key == "action" or "." in key else f"observation.{key}"
+        data[name] = arr
+    return Episodes(
+        data=data, episode_ends=episodes.episode_ends, source=episodes.source, attrs=episodes.attrs
+    )
+
+
+def convert_dataset(
+    path: str | Path,
+    to: ConvertTarget,
+    out: str | Path,
+    *,
+    format: DataFormat | None = None,
+    fps: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Read any supported dataset and write it as `to` at `out` (refuses an existing `out` unless overwrite)."""
+    target = Path(out).expanduser()
+    if target.exists() and not overwrite:
+        raise ScorePolicyError(f"{target}: already exists; choose another --out or pass --overwrite")
+    fmt = format or detect_format(path)
+    episodes = load_dataset(path, fmt)
+    if to == "lerobot-v3":
+        from scorepolicy.data.lerobot_write import write_lerobot_v3
+
+        if fmt != "lerobot":
+            episodes = lerobot_names(episodes)
+        return write_lerobot_v3(episodes, target, fps=fps, overwrite=overwrite)
+    from scorepolicy.data.zarr_replay import write_replay_zarr
+
+    if fps is not None:
+        episodes.attrs["fps"] = fps
+    return write_replay_zarr(episodes, target, overwrite=overwrite)

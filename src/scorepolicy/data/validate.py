@@ -82,6 +82,9 @@ class DataValidationError(ScorePolicyError):
     def __init__(self, report: ValidationReport) -> None:
         self.report = report
         lines = [p for p in report.lines() if not p.startswith("note: ")]
+        if len(lines) == 1:  # a single problem stays a one-line error
+            super().__init__(f"{lines[0]} (data refused before training)")
+            return
         shown = lines[:50] + ([f"... and {len(lines) - 50} more"] if len(lines) > 50 else [])
         body = "\n".join(f"  {line}" for line in shown)
         super().__init__(
