@@ -35,6 +35,8 @@ class MoDEConfig:
     """Experts used per noise level (MoDE: 2)."""
     expert_mult: int = 2
     """Hidden width of one expert as a multiple of d_model."""
+    action_group: int = 4
+    """Consecutive actions per action token (the chunk of T_p actions becomes T_p / action_group tokens)."""
     balance_weight: float = 0.01
     """Weight of the load-balancing loss (MoDE from scratch: 0.01)."""
     cache_experts: bool = True
@@ -135,12 +137,16 @@ class MoDEDenoiser(nn.Module):
         self.cfg, self.horizon = cfg, horizon
         self.obs_proj = nn.Linear(obs_dim, d)
         self.obs_pos = nn.Parameter(torch.randn(1, n_obs_steps, d) * 0.02)
-        self.act_proj = nn.Linear(action_dim, d)
-        self.act_pos = nn.Parameter(torch.randn(1, horizon, d) * 0.02)
+        if horizon % cfg.action_group:
+            raise ValueError(f"mode.action_group ({cfg.action_group}) must divide the horizon ({horizon})")
+        self.n_act_tokens = horizon // cfg.action_group
+        self.action_dim = action_dim
+        self.act_proj = nn.Linear(action_dim * cfg.action_group, d)
+        self.act_pos = nn.Parameter(torch.randn(1, self.n_act_tokens, d) * 0.02)
         self.sigma_embedding = SigmaEmbedding(d)
         self.blocks = nn.ModuleList(MoDEBlock(cfg) for _ in range(cfg.n_layers))
         self.out_norm = nn.RMSNorm(d)
-        self.out = nn.Linear(d, action_dim)
+        self.out = nn.Linear(d, action_dim * cfg.action_group)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.balance_loss: Tensor = torch.zeros(())
@@ -175,13 +181,15 @@ class MoDEDenoiser(nn.Module):
     ) -> Tensor:
         b = x_in.shape[0]
         sigma_emb = sigma_feat.expand(b, -1)
-        x = torch.cat([sigma_emb.unsqueeze(1), cond.expand(b, -1, -1), self.act_proj(x_in) + self.act_pos], 1)
+        actions = self.act_proj(x_in.reshape(b, self.n_act_tokens, -1)) + self.act_pos
+        x = torch.cat([sigma_emb.unsqueeze(1), cond.expand(b, -1, -1), actions], 1)
         balance = x.new_zeros(())
         for i, block in enumerate(self.blocks):
             x, layer_balance = block(x, sigma_emb, None if fused is None else fused[i])
             balance = balance + layer_balance
         self.balance_loss = balance / len(self.blocks)
-        return self.out(self.out_norm(x[:, -self.horizon :]))
+        out = self.out(self.out_norm(x[:, -self.n_act_tokens :]))
+        return out.reshape(b, self.horizon, self.action_dim)
 
     def parameter_counts(self) -> dict[str, int]:
         """Total parameters and parameters active per denoiser call (top_k of n_experts experts)."""

@@ -54,6 +54,8 @@ def check_base_config(cfg: PolicyConfig, where: str) -> None:
     m = cfg.mode
     if cfg.denoiser == "mode" and not 1 <= m.top_k <= m.n_experts:
         raise ScorePolicyError(f"{where}: mode.top_k must be in 1..mode.n_experts ({m.n_experts})")
+    if cfg.denoiser == "mode" and (m.action_group < 1 or cfg.horizon % m.action_group):
+        raise ScorePolicyError(f"{where}: mode.action_group must divide the horizon ({cfg.horizon})")
 
 
 class ChunkPolicy(nn.Module):
