@@ -155,9 +155,13 @@ def read_info(root: Path) -> dict[str, Any]:
     fps = info.get("fps")
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
         raise ScorePolicyError(f"{path}: field 'fps' must be a positive number, got {fps!r}")
-    for key in ("data_path", "chunks_size"):
-        if key not in info:
-            raise ScorePolicyError(f"{path}: field '{key}' missing; restore meta/info.json")
+    if not isinstance(info.get("data_path"), str):
+        raise ScorePolicyError(f"{path}: field 'data_path' must be a path template string; restore it")
+    if not isinstance(info.get("video_path"), str | None):
+        raise ScorePolicyError(f"{path}: field 'video_path' must be a path template string or null")
+    chunks = info.get("chunks_size", 1000)
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
+        raise ScorePolicyError(f"{path}: field 'chunks_size' must be a positive integer, got {chunks!r}")
     return info
 
 
@@ -247,12 +251,12 @@ def _episode_v3(
 
 def _episodes_v2(root: Path, info: dict[str, Any]) -> list[EpisodeMeta]:
     path = root / "meta" / "episodes.jsonl"
-    chunks_size = int(info.get("chunks_size") or 1000)
+    chunks_size = int(info.get("chunks_size", 1000))
     video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
     episodes = []
     for row in read_jsonl(path):
         index = _int_field(row, "episode_index", str(path))
-        chunk = index // max(1, chunks_size)
+        chunk = index // chunks_size
         fmt = {"episode_chunk": chunk, "episode_index": index}
         videos = {
             key: (_format_path(root, info["video_path"], str(path), video_key=key, **fmt), 0.0)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from scorepolicy.data.episodes import Episodes
+from scorepolicy.data.formats import check_finite
 from scorepolicy.data.lerobot import FRAME_COLUMNS
 from scorepolicy.data.lerobot_stats import QUANTILES, Stats, aggregate, feature_stats, stats_to_json
 from scorepolicy.errors import ScorePolicyError
@@ -298,6 +299,7 @@ def write_lerobot_v3(
     if target.exists() and not overwrite:
         raise ScorePolicyError(f"{target}: already exists; choose another --out or pass --overwrite")
     rate = _fps(episodes, fps)
+    check_finite(episodes)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

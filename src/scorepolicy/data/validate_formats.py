@@ -221,6 +221,7 @@ def validate_robomimic(path: Path, horizon: int | None) -> Iterator[Problem]:
 
     h5py = rm._h5py()
     keys = rm.low_dim_obs_keys(path)
+    first: dict[str, tuple[int, ...]] | None = None
     with rm._open(path, h5py) as f:
         data = rm._group(f, "data", path)
         for n, name in enumerate(rm._demo_names(data, path)):
@@ -230,6 +231,16 @@ def validate_robomimic(path: Path, horizon: int | None) -> Iterator[Problem]:
             except ScorePolicyError as exc:
                 yield Problem("", str(exc), n)
                 continue
+            layout = {k: v.shape[1:] for k, v in arrays.items()}
+            first = first if first is not None else layout
+            for key in sorted(set(first) | set(layout)):
+                if first.get(key) != layout.get(key):
+                    yield Problem(
+                        where,
+                        f"shape {layout.get(key)} per step but the first demo has {first.get(key)}",
+                        n,
+                        key,
+                    )
             samples = data[name].attrs.get("num_samples")
             if samples is not None and int(samples) != len(arrays["action"]):
                 yield Problem(

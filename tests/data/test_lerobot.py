@@ -1,0 +1,164 @@
+"""LeRobot v3.0 / v2.1 reading, v3.0 writing (exact round trip, LeRobot's layout), videos, shared data."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.data.makers import shared_so101, small_episodes, write_v3, write_v21
+
+from scorepolicy.data.episodes import Episodes
+from scorepolicy.data.lerobot import read_lerobot, read_lerobot_meta
+from scorepolicy.errors import ScorePolicyError
+
+
+def assert_same(a: Episodes, b: Episodes, keys: list[str] | None = None) -> None:
+    assert np.array_equal(a.episode_ends, b.episode_ends)
+    for key in keys or sorted(a.data):
+        assert a.data[key].dtype == b.data[key].dtype, key
+        assert np.array_equal(a.data[key], b.data[key]), key
+
+
+def test_v3_write_read_round_trip_is_exact(tmp_path: Path) -> None:
+    src = small_episodes()
+    first = read_lerobot(write_v3(tmp_path / "a"))
+    assert first.data["observation.state"].dtype == np.float32
+    assert first.data["next.reward"].shape == (src.n_steps, 1)
+    assert_same(src, first, ["observation.state", "action", "next.reward", "task_index"])
+    assert first.attrs["tasks"] == src.attrs["tasks"] and first.attrs["fps"] == 10
+    assert first.attrs["feature_names"]["action"] == ["vx", "vy"]  # type: ignore[index]
+    again = read_lerobot(write_v3(tmp_path / "b", first))
+    assert set(again.data) == set(first.data)
+    assert_same(first, again)
+    assert again.attrs == first.attrs
+
+
+def test_v3_layout_matches_lerobot(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    root = write_v3(tmp_path / "ds", data_file_mb=0.0005)  # tiny files: episodes spread over several
+    info = json.loads((root / "meta" / "info.json").read_text())
+    for key in (
+        "codebase_version",
+        "fps",
+        "features",
+        "total_episodes",
+        "total_frames",
+        "total_tasks",
+        "chunks_size",
+        "data_files_size_in_mb",
+        "video_files_size_in_mb",
+        "data_path",
+        "video_path",
+        "splits",
+        "robot_type",
+    ):
+        assert key in info, key
+    assert info["codebase_version"] == "v3.0" and info["features"]["action"]["shape"] == [2]
+    assert info["features"]["timestamp"] == {"dtype": "float32", "shape": [1], "names": None}
+    files = sorted((root / "data").glob("chunk-*/file-*.parquet"))
+    assert len(files) > 1
+    schema = pq.read_schema(files[0])
+    assert str(schema.field("action").type) == "fixed_size_list<element: float>[2]"
+    assert str(schema.field("frame_index").type) == "int64"
+    assert json.loads(schema.metadata[b"huggingface"])["info"]["features"]["action"]["length"] == 2
+    tasks = pq.read_table(root / "meta" / "tasks.parquet")
+    assert tasks.column_names == ["task_index", "task"]
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]
+    episodes = pq.read_table(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    for col in (
+        "episode_index",
+        "tasks",
+        "length",
+        "data/chunk_index",
+        "data/file_index",
+        "dataset_from_index",
+        "dataset_to_index",
+        "stats/action/mean",
+        "stats/frame_index/min",
+        "meta/episodes/file_index",
+    ):
+        assert col in episodes.column_names, col
+    assert episodes.column("length").to_pylist() == [12, 9, 15, 10]
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    assert set(stats["action"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+    assert stats["action"]["count"] == [46]
+    assert_same(small_episodes(), read_lerobot(root), ["action", "task_index"])
+
+
+def test_v21_reads_like_v3(tmp_path: Path) -> None:
+    v21 = read_lerobot(write_v21(tmp_path / "v21"))
+    v3 = read_lerobot(write_v3(tmp_path / "v3"))
+    assert v21.attrs["codebase_version"] == "v2.1" and v21.attrs["robot_type"] == "test_arm"
+    assert v21.attrs["tasks"] == v3.attrs["tasks"]
+    assert_same(
+        v3, v21, ["observation.state", "action", "next.reward", "task_index", "frame_index", "episode_index"]
+    )
+
+
+def test_feature_selection_and_unknown_feature(tmp_path: Path) -> None:
+    root = write_v3(tmp_path / "ds")
+    eps = read_lerobot(root, keys=["action"])
+    assert "observation.state" not in eps.data and "task_index" in eps.data
+    with pytest.raises(ScorePolicyError, match="feature 'nope' not declared"):
+        read_lerobot(root, keys=["nope"])
+
+
+def test_absent_videos_load_everything_else_and_fail_clearly_when_asked(tmp_path: Path) -> None:
+    root = write_v21(tmp_path / "ds", with_video=True)
+    eps = read_lerobot(root)
+    assert "observation.images.cam" not in eps.data
+    assert eps.attrs["missing_video_keys"] == ["observation.images.cam"]
+    with pytest.raises(ScorePolicyError, match=r"video stream 'observation.images.cam' .* absent") as exc:
+        read_lerobot(root, keys=["observation.images.cam", "action"])
+    assert "\n" not in str(exc.value)
+
+
+def _write_video(path: Path, values: list[int], fps: int) -> None:
+    av = pytest.importorskip("av")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for v in values:
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), v, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_video_frames_are_decoded_when_present(tmp_path: Path) -> None:
+    eps = small_episodes(lengths=(4, 3))
+    root = write_v21(tmp_path / "ds", eps, with_video=True)
+    for i, n in enumerate((4, 3)):
+        values = [40 * i + 20 * t for t in range(n)]
+        _write_video(
+            root / "videos" / "chunk-000" / "observation.images.cam" / f"episode_{i:06d}.mp4", values, 10
+        )
+    frames = read_lerobot(root, keys=["observation.images.cam"]).data["observation.images.cam"]
+    assert frames.shape == (7, 16, 16, 3) and frames.dtype == np.uint8
+    expected = np.array([0, 20, 40, 60, 40, 60, 80])
+    assert np.all(np.abs(frames.mean(axis=(1, 2, 3)) - expected) < 6)
+
+
+def test_so101_loads_fast_with_its_facts() -> None:
+    root = shared_so101()
+    read_lerobot(root)  # warm the imports
+    t0 = time.perf_counter()
+    eps = read_lerobot(root)
+    assert time.perf_counter() - t0 < 1.0
+    assert eps.n_episodes == 4 and eps.n_steps == 1492 and eps.attrs["fps"] == 30
+    assert eps.data["observation.state"].shape == (1492, 6) and eps.data["action"].shape == (1492, 6)
+    assert eps.data["task_index"].dtype == np.int64 and len(eps.attrs["tasks"]) == 1  # type: ignore[arg-type]
+    meta = read_lerobot_meta(root)
+    assert sorted(meta.missing_videos()) == ["observation.images.front", "observation.images.top"]
+
+
+def test_so101_round_trip_is_exact(tmp_path: Path) -> None:
+    first = read_lerobot(shared_so101())
+    again = read_lerobot(write_v3(tmp_path / "so101", first))
+    assert_same(first, again)
+    for key in ("tasks", "fps", "robot_type", "feature_names"):
+        assert again.attrs[key] == first.attrs[key], key
