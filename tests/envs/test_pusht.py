@@ -135,12 +135,19 @@ def test_task_fields() -> None:
 def test_episode_metrics_from_infos() -> None:
     below = [{"coverage": c, "is_success": False} for c in (0.1, 0.5, 0.76, 0.3)]
     rec = pusht_episode_metrics(below)
-    assert rec == pytest.approx({"max_coverage": 0.76, "score": 0.8, "success": 0.0})
+    assert rec == pytest.approx({"max_coverage": 0.76, "score": 0.8, "success": 0.0, "approach_side": -1})
     exactly = pusht_episode_metrics([{"coverage": 0.95}])
     assert exactly["success"] == 0.0 and exactly["score"] == pytest.approx(1.0)
     above = pusht_episode_metrics([{"coverage": 0.2}, {"coverage": 0.97}, {"coverage": 0.5}])
-    assert above == pytest.approx({"max_coverage": 0.97, "score": 1.0, "success": 1.0})
-    assert pusht_episode_metrics([]) == {"max_coverage": 0.0, "score": 0.0, "success": 0.0}
+    above_want = {"max_coverage": 0.97, "score": 1.0, "success": 1.0, "approach_side": -1}
+    assert above == pytest.approx(above_want)
+    assert pusht_episode_metrics([]) == {
+        "max_coverage": 0.0,
+        "score": 0.0,
+        "success": 0.0,
+        "approach_side": -1,
+    }
+    assert pusht_episode_metrics([{"coverage": 0.1, "approach_side": 2}])["approach_side"] == 2
     assert PUSHT_TASK.episode_metrics is pusht_episode_metrics
 
 

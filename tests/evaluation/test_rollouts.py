@@ -12,7 +12,8 @@ import pytest
 
 from scorepolicy.envs.base import Task
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.evaluation.rollout import run_rollouts, unbatch_infos
+from scorepolicy.evaluation.rollout import unbatch_infos
+from scorepolicy.evaluation.waves import run_rollouts
 
 SEEDS = list(range(1000, 1012))
 SUCCESS_RADIUS = 0.05  # of the point task in conftest.py
@@ -111,6 +112,8 @@ def test_crashing_episode_is_recorded_and_others_count(
     crash = SEEDS[4]
     for vector in ("sync", "async"):
         records = run(point_task(crash_seed=crash), n_envs=5, vector=vector)
+        tb = records[4].pop("traceback")
+        assert tb.startswith("conftest.py:") and tb.endswith(" in step"), tb
         assert records[4] == {"seed": crash, "error": "RuntimeError: simulated crash", "success": 0.0}
         assert records[:4] + records[5:] == reference[:4] + reference[5:]
 

@@ -42,6 +42,15 @@ class Task:
     """Task-level aggregates (e.g. mean_score) from the per-episode records."""
     stop_on_success: bool = True
     """End an episode at the first step whose info reports success."""
+    behaviour_key: str | None = None
+    """Key of the per-episode record (from episode_metrics) holding the episode's behaviour label: an int
+    in [0, n_behaviours), or −1 for none. None: the task reports no behaviours (no diversity metrics)."""
+    n_behaviours: int = 0
+    """Number of distinct behaviours |B| (the log base of the behaviour entropy)."""
+    behaviour_names: tuple[str, ...] = ()
+    """Readable name of each behaviour, for reports (may be empty)."""
+    behaviour_prior: tuple[float, ...] | None = None
+    """The demonstrator's behaviour distribution when the task defines it (for KL(π ‖ p_data))."""
     n_subtasks: int = 1
     """Tasks behind one env (multi-task suites: episode seed s runs subtask s mod n_subtasks);
     `scorepolicy eval --episodes N` runs N episodes per subtask."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, SupportsFloat
@@ -23,6 +22,7 @@ import numpy as np
 from scorepolicy.data.episodes import Episodes
 from scorepolicy.envs.base import StepInfos, Task
 from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation.diversity import behaviour_entropy
 
 
 def equal_gap_centres(n: int, radius: float) -> tuple[float, ...]:
@@ -482,12 +482,7 @@ def generate_obstacle_demos(n_episodes: int, seed: int, noise: float = 0.1) -> E
 
 def route_entropy(routes: Sequence[int], n_routes: int = LAYOUT.n_routes) -> float:
     """Behaviour entropy −Σ p log_n p of the empirical route distribution (0 for no routes)."""
-    counts = Counter(int(r) for r in routes)
-    total = sum(counts.values())
-    if total == 0 or n_routes < 2:
-        return 0.0
-    h = -sum(c / total * math.log(c / total) for c in counts.values())
-    return max(0.0, h / math.log(n_routes))
+    return behaviour_entropy(routes, n_routes)
 
 
 def obstacle_episode_metrics(infos: StepInfos) -> dict[str, float]:
@@ -531,5 +526,9 @@ OBSTACLE_TASK = Task(
     dataset_actions=lambda episodes: _field(episodes, "action"),
     episode_metrics=obstacle_episode_metrics,
     aggregate_metrics=obstacle_aggregate_metrics,
+    behaviour_key="route",
+    n_behaviours=LAYOUT.n_routes,
+    behaviour_names=tuple("-".join(map(str, LAYOUT.gaps_of(r))) for r in range(LAYOUT.n_routes)),
+    behaviour_prior=tuple([1.0 / LAYOUT.n_routes] * LAYOUT.n_routes),
 )
 """The bundled 2-D obstacle-avoidance task (24 routes)."""

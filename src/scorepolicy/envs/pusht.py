@@ -6,6 +6,7 @@ sin/cos pair keeps the block angle continuous where the raw state wraps it at 2*
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
@@ -29,6 +30,44 @@ OBS_DIM = 6
 SNAP_TOLERANCE_PX = 1e-4
 """Above float32 rounding at 512 px (3e-5), far below anything physically meaningful."""
 _MAX_PIXELS = 512.0
+
+
+# The T in the block's frame (origin at the block position of the state, as gym-pusht's
+# body.local_to_world places its vertices): a bar 120 × 30 and a stem 30 × 90, as
+# (x_min, x_max, y_min, y_max) of two boxes.
+_T_BOXES = ((-60.0, 60.0, 0.0, 30.0), (-15.0, 15.0, 30.0, 120.0))
+_T_SPLIT_Y = 60.0
+"""Half-way along the T's length (y from 0 to 120): the bar half and the stem half."""
+AGENT_RADIUS = 15.0
+APPROACH_MARGIN = 5.0
+"""The agent 'reaches' the T when its edge comes within this many pixels of the T."""
+APPROACH_SIDES = ("bar-left", "bar-right", "stem-left", "stem-right")
+"""Push-T behaviours: the quarter of the T (bar or stem half, left or right of its axis) the agent
+reaches first."""
+
+
+def pusht_approach_side(state: np.ndarray) -> int:
+    """Which quarter of the T an agent at this raw state [ax, ay, bx, by, angle] is next to (index into
+    APPROACH_SIDES), or −1 if it is not within APPROACH_MARGIN of the T."""
+    ax, ay, bx, by, angle = (float(v) for v in state[:5])
+    c, s = math.cos(angle), math.sin(angle)
+    dx, dy = ax - bx, ay - by
+    x, y = c * dx + s * dy, -s * dx + c * dy  # the agent in the block's frame
+    reach = AGENT_RADIUS + APPROACH_MARGIN
+    for x0, x1, y0, y1 in _T_BOXES:
+        ex, ey = max(x0 - x, 0.0, x - x1), max(y0 - y, 0.0, y - y1)
+        if ex * ex + ey * ey <= reach * reach:
+            return 2 * int(y >= _T_SPLIT_Y) + int(x >= 0.0)
+    return -1
+
+
+def pusht_first_approach(states: np.ndarray) -> int:
+    """The approach side of the first state (T, 5) at which the agent reaches the T, −1 if it never does."""
+    for state in np.asarray(states, dtype=np.float64).reshape(-1, 5):
+        side = pusht_approach_side(state)
+        if side >= 0:
+            return side
+    return -1
 
 
 def pusht_obs_from_state(state: np.ndarray) -> np.ndarray:
@@ -65,12 +104,14 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
         super().__init__(env)
         self.observation_space = pusht_observation_space()
         self.snap_to_pixel_grid = snap_to_pixel_grid
+        self._approach = -1
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset (randomly from `seed`, or exactly to `options["reset_to_state"]`, a recorded 5-d state)."""
         target = None if options is None else options.get("reset_to_state")
+        self._approach = -1
         if target is None:
             raw, info = self.env.reset(seed=seed, options=options)
             return pusht_obs_from_state(raw), info
@@ -88,11 +129,18 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
         if self.snap_to_pixel_grid and np.max(np.abs(corrected[2:4] - grid)) < SNAP_TOLERANCE_PX:
             corrected[2:4] = grid
         raw, info = self.env.reset(seed=seed, options={**opts, "reset_to_state": corrected})
+        self._approach = -1
         return pusht_obs_from_state(raw), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Move the agent towards the target position `action` (pixels) for one 10 Hz control step."""
+        """Move the agent towards the target position `action` (pixels) for one 10 Hz control step.
+
+        The info gains `approach_side`: the quarter of the T the agent reached first (−1 until then).
+        """
         raw, reward, terminated, truncated, info = self.env.step(action)
+        if self._approach < 0:
+            self._approach = pusht_approach_side(raw)
+        info["approach_side"] = self._approach
         return pusht_obs_from_state(raw), reward, terminated, truncated, info
 
     def raw_state(self) -> np.ndarray:
@@ -129,13 +177,15 @@ def pusht_dataset_actions(episodes: Episodes) -> np.ndarray:
 
 
 def pusht_episode_metrics(infos: StepInfos) -> dict[str, float]:
-    """Diffusion Policy's per-episode Push-T record from the infos of every step after reset."""
+    """Diffusion Policy's per-episode Push-T record from the infos of every step after reset, plus the
+    behaviour label `approach_side` (the quarter of the T the agent reached first, −1 if none)."""
     coverages = [float(info["coverage"]) for info in infos if "coverage" in info]
     max_coverage = max(coverages, default=0.0)
     return {
         "max_coverage": max_coverage,
         "score": min(max_coverage / SUCCESS_COVERAGE, 1.0),
         "success": 1.0 if any(c > SUCCESS_COVERAGE for c in coverages) else 0.0,
+        "approach_side": int(infos[-1].get("approach_side", -1)) if infos else -1,
     }
 
 
@@ -166,4 +216,7 @@ PUSHT_TASK = Task(
     episode_metrics=pusht_episode_metrics,
     aggregate_metrics=pusht_aggregate_metrics,
     stop_on_success=True,
+    behaviour_key="approach_side",
+    n_behaviours=len(APPROACH_SIDES),
+    behaviour_names=APPROACH_SIDES,
 )

@@ -1,8 +1,9 @@
 """Evaluation: seeded, vectorised rollouts and metrics with intervals."""
 
 from scorepolicy.evaluation.evaluate import EvalConfig, Evaluator, evaluate, format_result, summarize
-from scorepolicy.evaluation.rollout import BatchPolicy, run_rollouts
+from scorepolicy.evaluation.rollout import BatchPolicy
 from scorepolicy.evaluation.stats import wilson_interval
+from scorepolicy.evaluation.waves import run_rollouts
 
 __all__ = [
     "BatchPolicy",

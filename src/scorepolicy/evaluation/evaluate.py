@@ -1,21 +1,42 @@
-"""Evaluate a policy on a task: seeded rollouts, success with a Wilson interval, task metrics, one JSON."""
+"""Evaluate a policy on a task: seeded rollouts, success with intervals, task and diversity metrics, one JSON.
+
+Rollouts run locally or on Ray workers (same records either way); with a JSON path, finished waves are
+journalled beside it so that `resume=True` continues an interrupted evaluation.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from scorepolicy.envs.base import Task
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation.diversity import diversity_metrics
+from scorepolicy.evaluation.journal import EpisodeJournal, journal_path_for
 from scorepolicy.evaluation.multitask import per_task_summary
-from scorepolicy.evaluation.rollout import BatchPolicy, VectorMode, run_rollouts
-from scorepolicy.evaluation.stats import wilson_interval
+from scorepolicy.evaluation.rollout import BatchPolicy, VectorMode
+from scorepolicy.evaluation.stats import clopper_pearson_interval, success_posterior, wilson_interval
+from scorepolicy.evaluation.waves import Wave, run_rollouts
 from scorepolicy.files import atomic_write_json
 
-_SUMMARY_KEYS = ("task", "n_episodes", "seeds", "success_rate", "success_ci", "n_errors", "mean_length")
+_SUMMARY_KEYS = (
+    "task",
+    "n_episodes",
+    "seeds",
+    "success_rate",
+    "success_ci",
+    "success_ci_clopper_pearson",
+    "success_posterior",
+    "n_errors",
+    "errors",
+    "mean_length",
+)
+Backend = Literal["local", "ray"]
 
 
 @dataclass
@@ -42,6 +63,16 @@ class EvalConfig:
     """Show a progress bar over episodes with the running success rate."""
     keep_trajectories: bool = False
     """Keep each episode's observations in its record (for plotting)."""
+    backend: Backend = "local"
+    """'local': waves run in this process; 'ray': waves run as Ray tasks (needs a policy factory)."""
+    workers: int = 2
+    """Ray workers (actors, one CPU each) when backend='ray'."""
+    address: str | None = None
+    """Address of an existing Ray cluster (None: start a local Ray on demand)."""
+    resume: bool = False
+    """Continue from the waves already in the journal beside json_path instead of starting over."""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    """Settings that must match for a journal to be resumed (e.g. the run and its sampling settings)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -73,16 +104,24 @@ def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("cannot summarize an evaluation without episodes")
     ok = [r for r in records if "error" not in r]
     successes = sum(float(r.get("success", 0.0)) for r in records)  # errored episodes count as failures
-    lo, hi = wilson_interval(round(successes), n)
+    s = round(successes)
+    posterior = success_posterior(s, n)
     result: dict[str, Any] = {
         "task": task.name,
         "n_episodes": n,
         "seeds": [records[0]["seed"], records[-1]["seed"]],
         "success_rate": successes / n,
-        "success_ci": [lo, hi],
+        "success_ci": list(wilson_interval(s, n)),
+        "success_ci_clopper_pearson": list(clopper_pearson_interval(s, n)),
+        "success_posterior": {"a": posterior.a, "b": posterior.b, "ci": list(posterior.interval())},
         "n_errors": n - len(ok),
+        "errors": [
+            {k: r[k] for k in ("seed", "error", "traceback") if k in r} for r in records if "error" in r
+        ],
         "mean_length": float(np.mean([r["length"] for r in ok])) if ok else None,
     }
+    if task.behaviour_key is not None and task.n_behaviours > 0:
+        result.update(diversity_metrics(ok, task.behaviour_key, task.n_behaviours, task.behaviour_prior))
     if ok:
         for key, value in task.aggregate_metrics(ok).items():
             result.setdefault(key, value)  # the summary's own keys are never overridden
@@ -91,25 +130,72 @@ def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _journal(task: Task, cfg: EvalConfig, first: int) -> EpisodeJournal | None:
+    if cfg.json_path is None:
+        if cfg.resume:
+            raise ScorePolicyError("resume needs a JSON path (--json): the journal is kept beside it")
+        return None
+    fingerprint = {
+        "task": task.name,
+        "first_seed": first,
+        "episodes": cfg.episodes,
+        "n_envs": cfg.n_envs,
+        "max_steps": cfg.max_steps,
+        "keep_trajectories": cfg.keep_trajectories,
+        **_jsonable(cfg.fingerprint),
+    }
+    return EpisodeJournal(journal_path_for(cfg.json_path), fingerprint, resume=cfg.resume)
+
+
 def evaluate(
-    policy: BatchPolicy, task: Task, cfg: EvalConfig, *, extra: dict[str, Any] | None = None
+    policy: BatchPolicy | None,
+    task: Task,
+    cfg: EvalConfig,
+    *,
+    extra: dict[str, Any] | None = None,
+    policy_factory: Callable[[], BatchPolicy] | None = None,
 ) -> dict[str, Any]:
-    """Run `cfg.episodes` seeded episodes and return (and, with `cfg.json_path`, write) the result dict."""
+    """Run `cfg.episodes` seeded episodes and return (and, with `cfg.json_path`, write) the result dict.
+
+    With a JSON path every finished wave is also appended to `<json stem>.episodes.jsonl`, from which
+    `cfg.resume` continues an interrupted run (the journal is removed once the result JSON is written). The Ray backend builds the policy in every worker with `policy_factory`
+    (picklable); the local backend uses `policy` (or builds it with the factory).
+    """
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {cfg.episodes}")
     first = task.default_seed if cfg.seed is None else cfg.seed
-    records = run_rollouts(
-        policy,
-        task,
-        range(first, first + cfg.episodes),
-        n_envs=cfg.n_envs,
-        vector=cfg.vector,
-        max_steps=cfg.max_steps,
-        video_dir=cfg.video_dir,
-        n_videos=cfg.n_videos,
-        progress=cfg.progress,
-        keep_trajectories=cfg.keep_trajectories,
-    )
+    journal = _journal(task, cfg, first)
+
+    def on_wave(wave: Wave, records: list[dict[str, Any]]) -> None:
+        if journal is not None:
+            journal.write(wave, _jsonable(records))
+
+    kwargs: dict[str, Any] = {
+        "n_envs": cfg.n_envs,
+        "vector": cfg.vector,
+        "max_steps": cfg.max_steps,
+        "video_dir": cfg.video_dir,
+        "n_videos": cfg.n_videos,
+        "progress": cfg.progress,
+        "keep_trajectories": cfg.keep_trajectories,
+        "done": journal.done if journal is not None else None,
+        "on_wave": on_wave,
+    }
+    seeds = range(first, first + cfg.episodes)
+    if cfg.backend == "ray":
+        from scorepolicy.evaluation.ray_backend import run_rollouts_ray
+
+        if policy_factory is None:
+            raise ScorePolicyError("the Ray backend builds the policy in each worker: pass policy_factory")
+        records = run_rollouts_ray(
+            policy_factory, task, seeds, workers=cfg.workers, address=cfg.address, **kwargs
+        )
+    else:
+        if policy is None:
+            if policy_factory is None:
+                raise ValueError("evaluate needs a policy or a policy_factory")
+            policy = policy_factory()
+        records = run_rollouts(policy, task, seeds, **kwargs)
     result = summarize(task, records)
     for key, value in (extra or {}).items():
         if key in result or key == "episodes":
@@ -119,6 +205,8 @@ def evaluate(
     result = _jsonable(result)
     if cfg.json_path is not None:
         write_json_atomic(cfg.json_path, result)
+    if journal is not None:
+        journal.path.unlink(missing_ok=True)  # the result JSON now holds every episode
     return result
 
 

@@ -14,14 +14,21 @@ env, because gymnasium's info batching coerces every env's value to the first en
 
 If an environment raises (at creation, reset or step) the vector env aborts the whole wave. The wave is
 then re-run from its start with plain, un-vectorised envs stepped one by one (finished envs are not
-stepped), where each exception is attributed to its own episode: that episode is recorded with its error
-and the others are unaffected. An env that only raises after its episode ended costs a re-run, not a
-record.
+stepped), where each exception is attributed to its own episode: that episode is recorded with its seed,
+error and a traceback summary, and the others are unaffected. An env that only raises after its episode
+ended costs a re-run, not a record.
+
+Sampling noise: at the start of every wave the policy is reset with `seed=` the wave's first env seed
+(when its `reset` takes a seed, as `ChunkPolicy.reset` does), so every wave's results depend only on its
+seeds, not on which waves ran before it or in which process: the same seeds and `n_envs` give identical
+records locally, on Ray workers, and when an interrupted evaluation resumes.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +51,10 @@ StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 
 
 class BatchPolicy(Protocol):
-    """A policy acting on a batch of B environments that start (reset) and step together."""
+    """A policy acting on a batch of B environments that start (reset) and step together.
+
+    If `reset` accepts a keyword `seed`, each wave reseeds the policy's sampling noise with it.
+    """
 
     def reset(self) -> None:
         """Clear the observation history and action queue of every batch row."""
@@ -56,10 +66,25 @@ class BatchPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class _Options:
+class RolloutOptions:
+    """How every episode of a rollout runs."""
+
     max_steps: int
+    """Episode step limit."""
     stop_on_success: bool
+    """End an episode at its first successful step."""
     keep_trajectories: bool
+    """Keep each episode's observations in its record."""
+
+
+@dataclass(frozen=True)
+class EpisodeError:
+    """An exception raised by an episode's environment: one-line description and traceback summary."""
+
+    message: str
+    """`"<ExceptionType>: <message>"`."""
+    traceback: str
+    """The innermost frames as `file:line in function`, outermost first (see `traceback_summary`)."""
 
 
 class _EnvFailure(Exception):
@@ -71,13 +96,32 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def traceback_summary(exc: BaseException, limit: int = 4) -> str:
+    """The last `limit` frames of an exception's traceback outside this module, as `file:line in function`
+    joined by ' > ' (outermost first)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__][-limit:]
+    return " > ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames)
+
+
+def reset_policy(policy: BatchPolicy, noise_seed: int) -> None:
+    """Reset the policy for a new wave; a policy whose `reset` takes `seed` is reseeded with noise_seed."""
+    try:
+        takes_seed = "seed" in inspect.signature(policy.reset).parameters
+    except (TypeError, ValueError):
+        takes_seed = False
+    if takes_seed:
+        policy.reset(seed=noise_seed)  # type: ignore[call-arg]
+    else:
+        policy.reset()
+
+
 def info_success(info: Mapping[str, Any]) -> bool:
     """Whether a step info reports success (`is_success` or `success` truthy)."""
     return bool(info.get("is_success", False)) or bool(info.get("success", False))
 
 
 def _episode_over(
-    length: int, terminated: bool, truncated: bool, info: Mapping[str, Any], opts: _Options
+    length: int, terminated: bool, truncated: bool, info: Mapping[str, Any], opts: RolloutOptions
 ) -> bool:
     return (
         terminated or truncated or length >= opts.max_steps or (opts.stop_on_success and info_success(info))
@@ -147,7 +191,7 @@ def _unbox(info: dict[str, Any]) -> dict[str, Any]:
 class _VideoRecorder(gym.Wrapper[Any, Any, Any, Any]):
     """Writes the first episode after creation to an mp4, ending where the rollout ends that episode."""
 
-    def __init__(self, env: gym.Env[Any, Any], path: Path, opts: _Options) -> None:
+    def __init__(self, env: gym.Env[Any, Any], path: Path, opts: RolloutOptions) -> None:
         super().__init__(env)
         self._path = path
         self._opts = opts
@@ -213,7 +257,7 @@ class _BrokenEnv(gym.Env[np.ndarray, np.ndarray]):
         raise RuntimeError(f"env creation failed: {self._error}")
 
 
-def _make_env(task: Task, video: Path | None, opts: _Options) -> gym.Env[Any, Any]:
+def _make_env(task: Task, video: Path | None, opts: RolloutOptions) -> gym.Env[Any, Any]:
     env = task.make_env("rgb_array" if video is not None else None)
     return env if video is None else _VideoRecorder(env, video, opts)
 
@@ -221,7 +265,7 @@ def _make_env(task: Task, video: Path | None, opts: _Options) -> gym.Env[Any, An
 class _EnvFactory:
     """Picklable env factory for vector envs (infos boxed); a creation error becomes a `_BrokenEnv`."""
 
-    def __init__(self, task: Task, video: Path | None, opts: _Options) -> None:
+    def __init__(self, task: Task, video: Path | None, opts: RolloutOptions) -> None:
         self.task, self.video, self.opts = task, video, opts
 
     def __call__(self) -> gym.Env[Any, Any]:
@@ -238,7 +282,9 @@ class _EnvFactory:
 class _VectorStepper:
     """A gymnasium vector env with autoreset disabled; any env exception is raised as `_EnvFailure`."""
 
-    def __init__(self, task: Task, videos: Sequence[Path | None], opts: _Options, vector: VectorMode) -> None:
+    def __init__(
+        self, task: Task, videos: Sequence[Path | None], opts: RolloutOptions, vector: VectorMode
+    ) -> None:
         fns = [_EnvFactory(task, video, opts) for video in videos]
         mode = gym.vector.AutoresetMode.DISABLED
         self.vec: gym.vector.SyncVectorEnv[Any, Any] | gym.vector.AsyncVectorEnv
@@ -253,7 +299,7 @@ class _VectorStepper:
         self._seeds: list[int] = []
         self._needs_reset = np.zeros(self.n, dtype=bool)
 
-    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, str | None]]:
+    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
         """Reset every env with its own seed."""
         self._seeds = [int(s) for s in seeds]
         try:
@@ -263,7 +309,7 @@ class _VectorStepper:
         self._needs_reset[:] = False
         return [(np.asarray(obs[i]), None) for i in range(self.n)]
 
-    def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | str | None]:
+    def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | EpisodeError | None]:
         """Step all envs (finished ones too, to keep the batch; their results are ignored)."""
         try:
             if self._needs_reset.any():
@@ -287,18 +333,18 @@ class _VectorStepper:
             log.debug("closing vector env failed: %s", describe_error(exc))
 
 
-def _logged_error(what: str, exc: Exception) -> str:
+def _logged_error(what: str, exc: Exception) -> EpisodeError:
     error = describe_error(exc)
     log.warning("%s failed: %s", what, error, exc_info=log.isEnabledFor(logging.DEBUG))
-    return error
+    return EpisodeError(error, traceback_summary(exc))
 
 
 class _SerialStepper:
     """Plain envs stepped one at a time; each exception is returned as that env's error string."""
 
-    def __init__(self, task: Task, videos: Sequence[Path | None], opts: _Options) -> None:
+    def __init__(self, task: Task, videos: Sequence[Path | None], opts: RolloutOptions) -> None:
         self.envs: list[gym.Env[Any, Any] | None] = []
-        self.errors: list[str | None] = []
+        self.errors: list[EpisodeError | None] = []
         self.seeds: list[int] = []
         for video in videos:
             try:
@@ -308,10 +354,10 @@ class _SerialStepper:
                 self.envs.append(None)
                 self.errors.append(_logged_error("creating an env", exc))
 
-    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, str | None]]:
+    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
         """Reset each env that was built; report creation or reset errors per env."""
         self.seeds = [int(s) for s in seeds]
-        out: list[tuple[np.ndarray | None, str | None]] = []
+        out: list[tuple[np.ndarray | None, EpisodeError | None]] = []
         for env, error, seed in zip(self.envs, self.errors, self.seeds):
             if env is None:
                 out.append((None, error))
@@ -323,9 +369,9 @@ class _SerialStepper:
                 out.append((None, _logged_error(f"resetting the env of seed {seed}", exc)))
         return out
 
-    def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | str | None]:
-        """Step only the active envs (None for the others); an env's exception becomes its error string."""
-        out: list[StepResult | str | None] = []
+    def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | EpisodeError | None]:
+        """Step only the active envs (None for the others); an env's exception becomes its error."""
+        out: list[StepResult | EpisodeError | None] = []
         for i, env in enumerate(self.envs):
             if not active[i] or env is None:
                 out.append(None)
@@ -355,7 +401,7 @@ class _SerialStepper:
 class _Episode:
     """The running state of one episode and, once it is over, its record."""
 
-    def __init__(self, seed: int, video: Path | None, opts: _Options) -> None:
+    def __init__(self, seed: int, video: Path | None, opts: RolloutOptions) -> None:
         self.seed = seed
         self.video = video
         self.opts = opts
@@ -371,16 +417,16 @@ class _Episode:
         """Whether the episode is over (its record is set)."""
         return self.record is not None
 
-    def start(self, obs: np.ndarray | None, error: str | None) -> None:
+    def start(self, obs: np.ndarray | None, error: EpisodeError | None) -> None:
         """Take the reset observation, or record the reset/creation error."""
         if error is not None or obs is None:
-            self._fail(error or "reset returned no observation")
+            self._fail(error or EpisodeError("reset returned no observation", ""))
         else:
             self._observe(obs)
 
-    def advance(self, result: StepResult | str, task: Task) -> None:
+    def advance(self, result: StepResult | EpisodeError, task: Task) -> None:
         """Account for one env step (or its error) and close the episode if it is over."""
-        if isinstance(result, str):
+        if isinstance(result, EpisodeError):
             self._fail(result)
             return
         obs, reward, terminated, truncated, info = result
@@ -404,7 +450,7 @@ class _Episode:
         try:
             metrics = task.episode_metrics(self.infos)
         except Exception as exc:
-            self._fail(f"episode_metrics raised {describe_error(exc)}")
+            self._fail(EpisodeError(f"episode_metrics raised {describe_error(exc)}", traceback_summary(exc)))
             return
         record: dict[str, Any] = {"seed": self.seed, "length": self.length, "return": self.ret, **metrics}
         if self.opts.keep_trajectories:
@@ -413,11 +459,16 @@ class _Episode:
             record["video"] = str(self.video)
         self.record = record
 
-    def _fail(self, error: str) -> None:
-        self.record = {"seed": self.seed, "error": error, "success": 0.0}
+    def _fail(self, error: EpisodeError) -> None:
+        self.record = {
+            "seed": self.seed,
+            "error": error.message,
+            "traceback": error.traceback,
+            "success": 0.0,
+        }
 
 
-class _Progress:
+class Progress:
     """A tqdm bar over finished episodes showing the running success rate; can roll back a wave."""
 
     def __init__(self, total: int, enabled: bool) -> None:
@@ -454,10 +505,10 @@ def _drive(
     task: Task,
     stepper: _VectorStepper | _SerialStepper,
     episodes: list[_Episode],
-    bar: _Progress,
+    bar: Progress,
 ) -> list[dict[str, Any]]:
-    """Run one wave to the end: reset the policy and every env, then step them together."""
-    policy.reset()
+    """Run one wave to the end: reset (and reseed) the policy and every env, then step them together."""
+    reset_policy(policy, episodes[0].seed)
     for ep, (obs, error) in zip(episodes, stepper.reset([ep.seed for ep in episodes])):
         ep.start(obs, error)
         if ep.record is not None:
@@ -477,14 +528,14 @@ def _drive(
     return [ep.record for ep in episodes if ep.record is not None]
 
 
-def _run_wave(
+def run_wave(
     policy: BatchPolicy,
     task: Task,
     seeds: Sequence[int],
     videos: Sequence[Path | None],
-    opts: _Options,
+    opts: RolloutOptions,
     vector: VectorMode,
-    bar: _Progress,
+    bar: Progress,
 ) -> list[dict[str, Any]]:
     """Run one wave vectorised; if an env raises, re-run it serially to pin the error on its episode."""
     bar.mark()
@@ -506,7 +557,9 @@ def _run_wave(
         serial.close()
 
 
-def _check_args(n_envs: int, vector: str, max_steps: int, video_dir: Path | None, n_videos: int) -> None:
+def check_rollout_args(
+    n_envs: int, vector: str, max_steps: int, video_dir: Path | None, n_videos: int
+) -> None:
     if n_envs < 1:
         raise ScorePolicyError(f"n_envs must be at least 1, got {n_envs}")
     if vector not in ("sync", "async"):
@@ -517,43 +570,3 @@ def _check_args(n_envs: int, vector: str, max_steps: int, video_dir: Path | None
         raise ScorePolicyError(f"n_videos must be >= 0, got {n_videos}")
     if n_videos > 0 and video_dir is None:
         raise ScorePolicyError(f"n_videos={n_videos} needs a video_dir to write the videos to")
-
-
-def run_rollouts(
-    policy: BatchPolicy,
-    task: Task,
-    seeds: Sequence[int],
-    *,
-    n_envs: int = 50,
-    vector: VectorMode = "sync",
-    max_steps: int | None = None,
-    video_dir: Path | None = None,
-    n_videos: int = 0,
-    progress: bool = True,
-    keep_trajectories: bool = False,
-) -> list[dict[str, Any]]:
-    """Roll the policy out once per seed, in waves of `n_envs` envs; one record per episode, in seed order.
-
-    A record is `{"seed", "length", "return", **task.episode_metrics(step_infos)}`, plus `"observations"`
-    (with `keep_trajectories`) and `"video"` (for the first `n_videos` episodes); an episode whose env
-    raised is `{"seed", "error", "success": 0.0}`.
-    """
-    steps = task.max_steps if max_steps is None else int(max_steps)
-    _check_args(n_envs, vector, steps, video_dir, n_videos)
-    opts = _Options(
-        max_steps=steps, stop_on_success=task.stop_on_success, keep_trajectories=keep_trajectories
-    )
-    seed_list = [int(s) for s in seeds]
-    videos = [
-        video_dir / f"episode_{s}.mp4" if video_dir is not None and i < n_videos else None
-        for i, s in enumerate(seed_list)
-    ]
-    bar = _Progress(len(seed_list), progress)
-    records: list[dict[str, Any]] = []
-    try:
-        for start in range(0, len(seed_list), n_envs):
-            wave = slice(start, start + n_envs)
-            records.extend(_run_wave(policy, task, seed_list[wave], videos[wave], opts, vector, bar))
-    finally:
-        bar.close()
-    return records

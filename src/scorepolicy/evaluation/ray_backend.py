@@ -1,0 +1,162 @@
+"""Rollouts as Ray tasks: one actor per worker builds the policy once and runs waves handed to it.
+
+Waves are the same as the local backend's (`plan_waves`) and each wave reseeds the policy from its first
+seed, so the records are identical to a local run with the same seeds and `n_envs`, whatever worker ran
+which wave. A local Ray is started on demand (and stopped afterwards), or an existing cluster is joined
+by address. Ray is optional: `pip install 'scorepolicy[ray]'`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scorepolicy.envs.base import Task
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation.rollout import BatchPolicy, Progress, RolloutOptions, VectorMode, run_wave
+from scorepolicy.evaluation.waves import Wave, WaveDone, plan_waves, rollout_options
+
+PolicyFactory = Callable[[], BatchPolicy]
+"""Builds the policy inside a worker (must be picklable, e.g. functools.partial of a loader)."""
+
+
+def import_ray() -> Any:
+    """The ray module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ScorePolicyError(
+            "--backend ray needs Ray; install it with: pip install 'scorepolicy[ray]' (or pip install ray)"
+        ) from exc
+    return ray
+
+
+class _WaveWorker:
+    """Body of the Ray actor: the policy, the task and the rollout options of one evaluation."""
+
+    def __init__(
+        self, factory: PolicyFactory, task: Task, opts: RolloutOptions, vector: VectorMode, threads: int
+    ) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.policy = factory()
+        self.task, self.opts, self.vector = task, opts, vector
+
+    def run(self, seeds: tuple[int, ...], videos: tuple[Path | None, ...]) -> list[dict[str, Any]]:
+        """Run one wave and return its records."""
+        return run_wave(self.policy, self.task, seeds, videos, self.opts, self.vector, Progress(0, False))
+
+
+def _start_ray(ray: Any, workers: int, address: str | None) -> bool:
+    """Connect to Ray (a new local instance unless an address is given); True if this call started it."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        kwargs["num_cpus"] = workers
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:  # e.g. no cluster at the address
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise ScorePolicyError(f"could not start or join {where}: {exc}") from exc
+    return True
+
+
+def run_rollouts_ray(
+    factory: PolicyFactory,
+    task: Task,
+    seeds: Sequence[int],
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    threads_per_worker: int = 1,
+    n_envs: int = 50,
+    vector: VectorMode = "sync",
+    max_steps: int | None = None,
+    video_dir: Path | None = None,
+    n_videos: int = 0,
+    progress: bool = True,
+    keep_trajectories: bool = False,
+    done: Mapping[int, list[dict[str, Any]]] | None = None,
+    on_wave: WaveDone | None = None,
+) -> list[dict[str, Any]]:
+    """`run_rollouts` with the waves spread over `workers` Ray actors (same records, same order)."""
+    if workers < 1:
+        raise ScorePolicyError(f"workers must be at least 1, got {workers}")
+    opts = rollout_options(
+        task,
+        n_envs=n_envs,
+        vector=vector,
+        max_steps=max_steps,
+        video_dir=video_dir,
+        n_videos=n_videos,
+        keep_trajectories=keep_trajectories,
+    )
+    waves = plan_waves(seeds, n_envs, video_dir, n_videos)
+    results: dict[int, list[dict[str, Any]]] = dict(done or {})
+    todo = [w for w in waves if w.index not in results]
+    bar = Progress(sum(len(w.seeds) for w in waves), progress)
+    for records in results.values():
+        for record in records:
+            bar.finished(record)
+    ray = import_ray()
+    started = _start_ray(ray, workers, address) if todo else False
+    try:
+        if todo:
+            _dispatch(
+                ray, factory, task, opts, vector, threads_per_worker, workers, todo, results, on_wave, bar
+            )
+    finally:
+        bar.close()
+        if started:
+            ray.shutdown()
+    return [r for w in waves for r in results[w.index]]
+
+
+def _dispatch(
+    ray: Any,
+    factory: PolicyFactory,
+    task: Task,
+    opts: RolloutOptions,
+    vector: VectorMode,
+    threads: int,
+    workers: int,
+    todo: list[Wave],
+    results: dict[int, list[dict[str, Any]]],
+    on_wave: WaveDone | None,
+    bar: Progress,
+) -> None:
+    """Keep every actor busy with one wave at a time until all waves are done."""
+    actor_cls = ray.remote(num_cpus=1)(_WaveWorker)
+    actors = [actor_cls.remote(factory, task, opts, vector, threads) for _ in range(min(workers, len(todo)))]
+    queue = list(todo)
+    pending: dict[Any, tuple[Any, Wave]] = {}
+
+    def submit(actor: Any) -> None:
+        if queue:
+            wave = queue.pop(0)
+            pending[actor.run.remote(wave.seeds, wave.videos)] = (actor, wave)
+
+    try:
+        for actor in actors:
+            submit(actor)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            actor, wave = pending.pop(ready[0])
+            try:
+                records = ray.get(ready[0])
+            except Exception as exc:  # a policy error or a lost worker: the evaluation cannot go on
+                raise ScorePolicyError(
+                    f"Ray worker failed on the wave from seed {wave.seeds[0]}: {exc}"
+                ) from exc
+            results[wave.index] = records
+            for record in records:
+                bar.finished(record)
+            if on_wave is not None:
+                on_wave(wave, records)
+            submit(actor)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
