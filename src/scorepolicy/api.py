@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import statistics
 import time
@@ -207,12 +208,15 @@ def evaluate_run(
     sampler: str | None = None,
     sample_sigma_max: float | None = None,
     guidance: float | None = None,
+    latency: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run's policy on its task; the result records the sampling settings and the run.
 
-    Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks).
+    Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks). With
+    cfg.backend='ray' every worker loads the run itself. `latency` adds the batch-1 ms per chunk.
     """
-    policy = load_policy(run_dir, nfe, sampler, sample_sigma_max, guidance)
+    factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
+    policy = factory()
     the_task = get_task(task or run_task_name(run_dir))
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
@@ -224,8 +228,11 @@ def evaluate_run(
     if policy.cfg.goal.enabled:
         extra["guidance"] = policy.cfg.goal.guidance
     extra["run"] = str(run_dir)
-    cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks)
-    return evaluate(policy, the_task, cfg, extra=extra)
+    fingerprint = {**cfg.fingerprint, **extra}
+    if latency:
+        extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
+    cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks, fingerprint=fingerprint)
+    return evaluate(policy, the_task, cfg, extra=extra, policy_factory=factory)
 
 
 def measure_latency(

@@ -15,6 +15,7 @@ from scorepolicy.data.commands import DataCommand, run_data_command
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, format_result
+from scorepolicy.evaluation.commands import Compare, PlanSize, run_compare, run_plan
 from scorepolicy.files import atomic_write_json
 
 
@@ -48,6 +49,18 @@ class Eval:
     """Vector env type."""
     plot: Path | None = None
     """Obstacle task: save a PNG of all rollouts over the obstacle field."""
+    trajectories: bool = False
+    """Keep every episode's observations in the JSON (for the trajectory plots of `compare`)."""
+    backend: Literal["local", "ray"] = "local"
+    """Run rollouts in this process or as Ray tasks (pip install 'scorepolicy[ray]'); same results."""
+    workers: int = 2
+    """Ray workers (one CPU each) with --backend ray."""
+    address: str | None = None
+    """Existing Ray cluster to join (default: start a local Ray on demand)."""
+    resume: bool = False
+    """Continue an interrupted evaluation from the episodes already journalled beside --json."""
+    latency: bool = True
+    """Also time one action chunk at batch 1 (median ms, stored as latency_ms)."""
 
 
 @dataclass
@@ -96,6 +109,8 @@ Command = (
     | Annotated[Eval, tyro.conf.subcommand("eval")]
     | Annotated[Latency, tyro.conf.subcommand("latency")]
     | Annotated[DataCommand, tyro.conf.subcommand("data", description="Inspect, validate, convert datasets.")]
+    | Annotated[Compare, tyro.conf.subcommand("compare")]
+    | Annotated[PlanSize, tyro.conf.subcommand("plan")]
 )
 
 
@@ -113,7 +128,11 @@ def do_eval(args: Eval) -> None:
         video_dir=args.video_dir,
         n_videos=args.n_videos if args.video_dir else 0,
         json_path=args.json,
-        keep_trajectories=args.plot is not None,
+        keep_trajectories=args.plot is not None or args.trajectories,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+        resume=args.resume,
     )
     result = api.evaluate_run(
         args.run,
@@ -122,6 +141,7 @@ def do_eval(args: Eval) -> None:
         sampler=args.sampler,
         sample_sigma_max=args.sample_sigma_max,
         guidance=args.guidance,
+        latency=args.latency,
     )
     print(format_result(result))
     if args.plot is not None:
@@ -178,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             do_eval(command)
         elif isinstance(command, Latency):
             do_latency(command)
+        elif isinstance(command, Compare):
+            print(run_compare(command))
+        elif isinstance(command, PlanSize):
+            print(run_plan(command))
         else:
             return run_data_command(command)
     except ScorePolicyError as e:

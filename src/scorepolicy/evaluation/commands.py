@@ -1,0 +1,87 @@
+"""The `scorepolicy compare` and `scorepolicy plan` commands (arguments and runners)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation.report import compare_results, markdown_table
+from scorepolicy.evaluation.stats import ExactTest, plan_sample_size
+from scorepolicy.files import atomic_write_json
+
+
+@dataclass
+class Compare:
+    """Compare evaluation results (JSONs of `scorepolicy eval --json`): success with Beta-posterior and
+    Wilson intervals, Bonferroni-corrected exact pairwise tests as compact letters, Welch's t-test on
+    coverage, behaviour entropy, latency; with --report a Markdown report with plots."""
+
+    results: tyro.conf.Positional[list[Path]]
+    """Result JSONs to compare (grouped by task)."""
+    report: Path | None = None
+    """Write report.md, comparison.json and the figures into this directory."""
+    names: list[str] | None = None
+    """Label of each result in the table (default: the file names without .json)."""
+    test: ExactTest = "barnard"
+    """Exact test of two success rates: Barnard (unconditional, more powerful) or Fisher."""
+    alpha: float = 0.05
+    """Family-wise significance level (Bonferroni over all pairs)."""
+    json: Path | None = None
+    """Write the comparison (rows, tests, letters) as JSON here."""
+
+
+@dataclass
+class PlanSize:
+    """Rollouts per policy needed to detect a difference in success rate with the given power."""
+
+    baseline: float
+    """Success rate of the reference policy (e.g. 0.6)."""
+    effect: float
+    """Difference to detect (e.g. 0.15: the other policy succeeds 75% of the time)."""
+    power: float = 0.8
+    """Probability of detecting the difference."""
+    alpha: float = 0.05
+    """Family-wise significance level."""
+    policies: int = 2
+    """Policies to be compared pairwise (the level is split over K(K−1)/2 pairs)."""
+    test: ExactTest = "barnard"
+    """Exact test the power is computed for (the one `compare` uses)."""
+    json: Path | None = None
+    """Write the plan as JSON here."""
+
+
+def run_compare(args: Compare) -> str:
+    """Run the comparison; return the text to print (the Markdown tables and where the report is)."""
+    summary = compare_results(args.results, args.report, names=args.names, test=args.test, alpha=args.alpha)
+    if args.json is not None:
+        atomic_write_json(args.json, summary)
+    text = []
+    for cmp in summary["comparisons"]:
+        text += [f"task {cmp['task']}:", markdown_table(cmp), ""]
+    if "report" in summary:
+        text.append(f"report: {summary['report']}")
+    return "\n".join(text)
+
+
+def run_plan(args: PlanSize) -> str:
+    """Plan the sample size; return the text to print."""
+    if args.policies < 2:
+        raise ScorePolicyError("--policies must be at least 2")
+    m = args.policies * (args.policies - 1) // 2
+    try:
+        plan = plan_sample_size(
+            args.baseline, args.effect, power=args.power, alpha=args.alpha, n_comparisons=m, test=args.test
+        )
+    except ValueError as e:
+        raise ScorePolicyError(f"plan: {e}") from e
+    if args.json is not None:
+        atomic_write_json(args.json, vars(plan))
+    level = f"α = {args.alpha}" + (f" / {m} pairs" if m > 1 else "")
+    return (
+        f"{plan.n} rollouts per policy: exact {args.test.capitalize()} test at {level} detects "
+        f"{args.baseline:.2f} vs {args.baseline + args.effect:.2f} with power {plan.power:.3f} "
+        f"(target {args.power}); the normal approximation says {plan.normal_n}"
+    )
