@@ -36,6 +36,17 @@ def test_v3_write_read_round_trip_is_exact(tmp_path: Path) -> None:
     assert again.attrs == first.attrs
 
 
+def test_writer_refuses_nan_and_an_existing_directory(tmp_path: Path) -> None:
+    eps = small_episodes()
+    eps.data["action"][5, 0] = np.inf
+    with pytest.raises(ScorePolicyError, match=r"'action' holds NaN/inf at step 5 \(episode 0\)"):
+        write_v3(tmp_path / "bad", eps)
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.iterdir())
+    write_v3(tmp_path / "ok")
+    with pytest.raises(ScorePolicyError, match="already exists"):
+        write_v3(tmp_path / "ok")
+
+
 def test_v3_layout_matches_lerobot(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -87,7 +87,7 @@ def _frame_columns(episodes: Episodes, fps: float, task_index: np.ndarray) -> di
     }
 
 
-def _feature_info(key: str, arr: np.ndarray, names: object, fps: float) -> dict[str, Any]:
+def _feature_info(arr: np.ndarray, names: object) -> dict[str, Any]:
     shape = [1] if arr.ndim == 1 else [int(arr.shape[1])]
     if not (isinstance(names, list) and len(names) == shape[0] and arr.ndim == 2):
         names = None
@@ -141,7 +141,7 @@ def _file_plan(episodes: Episodes, columns: dict[str, np.ndarray], file_mb: floa
     return plan
 
 
-def _stats_columns(stats: dict[str, Stats], columns: dict[str, np.ndarray]) -> dict[str, Any]:
+def _stats_columns(stats: dict[str, Stats]) -> dict[str, Any]:
     """`stats/<feature>/<stat>` entries of one episode row (lists, ints for int features' min/max)."""
     row: dict[str, Any] = {}
     for key, s in stats.items():
@@ -230,7 +230,7 @@ def _episode_rows(
             "data/file_index": plan[i] % CHUNKS_SIZE,
             "dataset_from_index": part.start,
             "dataset_to_index": part.stop,
-            **_stats_columns(stats, columns),
+            **_stats_columns(stats),
             "meta/episodes/chunk_index": 0,
             "meta/episodes/file_index": 0,
         }
@@ -257,7 +257,7 @@ def _info(
         "splits": {"train": f"0:{episodes.n_episodes}"},
         "data_path": DATA_PATH,
         "video_path": None,
-        "features": {k: _feature_info(k, v, names.get(k), fps) for k, v in columns.items()},
+        "features": {k: _feature_info(v, names.get(k)) for k, v in columns.items()},
     }
 
 
