@@ -30,6 +30,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.policies import ChunkPolicy, PolicyConfig, build_policy, policy_class
+from scorepolicy.policies.baselines import denoiser_calls
 from scorepolicy.training import TrainConfig, TrainResult, train
 
 DEFAULT_PUSHT_ZARR = Path("../shared/data/pusht_cchi_v7_replay.zarr")
@@ -183,7 +184,9 @@ def load_policy(
 ) -> ChunkPolicy:
     """A trained policy ready for fast inference, optionally with another NFE, sampler or guidance λ."""
     policy = ChunkPolicy.from_pretrained(run_dir)
-    if nfe is not None:
+    if nfe is not None and policy.cfg.kind == "ddpm":
+        policy.cfg.ddpm.inference_steps = nfe  # DDPM's denoiser calls are its sampling steps
+    elif nfe is not None:
         policy.cfg.diffusion.nfe = nfe
     if sampler is not None:
         policy.cfg.diffusion.sampler = sampler  # type: ignore[assignment]
@@ -220,8 +223,9 @@ def evaluate_run(
     the_task = get_task(task or run_task_name(run_dir))
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
-        "nfe": d.nfe,
-        "sampler": d.sampler,
+        "policy": policy.cfg.kind,
+        "nfe": denoiser_calls(policy),
+        "sampler": {"ddpm": policy.cfg.ddpm.sampler, "mse-bc": None}.get(policy.cfg.kind, d.sampler),
         "schedule": d.schedule,
         "sample_sigma_max": d.sample_sigma_max,
     }
@@ -243,7 +247,7 @@ def measure_latency(
     torch.set_num_threads(threads)
     try:
         obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim)
-        obs += (policy.obs_min + policy.obs_max) / 2
+        obs[..., : policy.obs_min.shape[0]] += (policy.obs_min + policy.obs_max) / 2  # goal entries: task 0
         for _ in range(max(10, repeats // 10)):
             policy.predict_action_chunk(obs)
         times = []

@@ -9,10 +9,9 @@ import pytest
 
 pytest.importorskip("metaworld", reason="Meta-World not installed (pip install 'scorepolicy[metaworld]')")
 
-from scorepolicy.cli import main  # noqa: E402
-from scorepolicy.data.zarr_replay import read_replay_zarr  # noqa: E402
-from scorepolicy.errors import ScorePolicyError  # noqa: E402
-from scorepolicy.envs.metaworld import (  # noqa: E402
+from scorepolicy.cli import main
+from scorepolicy.data.zarr_replay import read_replay_zarr
+from scorepolicy.envs.metaworld import (
     DEMO_SEED_BASE,
     MT10,
     MetaWorldEnv,
@@ -20,6 +19,7 @@ from scorepolicy.envs.metaworld import (  # noqa: E402
     metaworld_task,
     resolve_tasks,
 )
+from scorepolicy.errors import ScorePolicyError
 
 TWO = ("reach-v3", "button-press-topdown-v3")
 
@@ -69,9 +69,14 @@ def test_unknown_task_names_list_the_valid_ones() -> None:
         resolve_tasks("reach-v9")
 
 
-def test_generate_cli_writes_a_dataset_and_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_cli_writes_a_dataset_and_never_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "mw"
-    assert main(["data", "generate", "metaworld", "--tasks", "reach-v3", "--episodes", "2", "--out", str(out)]) == 0
+    assert (
+        main(["data", "generate", "metaworld", "--tasks", "reach-v3", "--episodes", "2", "--out", str(out)])
+        == 0
+    )
     assert "reach-v3" in capsys.readouterr().out
     episodes = read_replay_zarr(out)
     assert episodes.n_episodes == 2 and episodes.attrs["expert"]["reach-v3"]["successes"] == 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.conftest import tiny_config
 
 from scorepolicy.data.windows import min_max_stats
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.policies import ChunkPolicy, GoalConfig, ScorePolicy
-from tests.conftest import tiny_config
 
 N_TASKS, GOAL_DIM, STATE_DIM = 3, 2, 3
 
@@ -23,7 +23,11 @@ def goal_policy(denoiser: str = "mlp", from_observation: bool = True, **goal: ob
     policy = ScorePolicy(cfg)
     box = {"min": -np.ones(2, np.float32), "max": np.ones(2, np.float32)}
     policy.set_normalization(
-        {"obs": min_max_stats(np.random.default_rng(0).normal(size=(50, STATE_DIM))), "action": box, "goal": box}
+        {
+            "obs": min_max_stats(np.random.default_rng(0).normal(size=(50, STATE_DIM))),
+            "action": box,
+            "goal": box,
+        }
     )
     with torch.no_grad():  # untrained but not degenerate: make D_c differ from D_u
         for p in policy.parameters():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import tiny_config, toy_windows
 
 from scorepolicy.models import MoDEConfig, MoDEDenoiser
 from scorepolicy.policies import ScorePolicy
-from tests.conftest import tiny_config, toy_windows
 
 
 def mode_policy(cache: bool, sampler: str = "ddim") -> ScorePolicy:

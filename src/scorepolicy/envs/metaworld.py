@@ -93,6 +93,20 @@ def make_task_env(name: str, render_mode: str | None = None) -> Any:
     return env
 
 
+_POOL: dict[tuple[str, str | None], list[Any]] = {}
+"""Idle Meta-World envs by (task, render mode): building one parses its MuJoCo XML (0.3-1 s), so the envs
+of finished evaluation waves are kept for the next wave instead of being rebuilt."""
+
+
+def _acquire(name: str, render_mode: str | None) -> Any:
+    idle = _POOL.setdefault((name, render_mode), [])
+    if idle:
+        return idle.pop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_task_env(name, render_mode)
+
+
 class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     """Several Meta-World tasks behind one gymnasium env; seed s runs task s mod n on goal seed s."""
 
@@ -109,10 +123,15 @@ class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _get(self, name: str) -> Any:
         if name not in self._envs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._envs[name] = make_task_env(name, self.render_mode)
+            self._envs[name] = _acquire(name, self.render_mode)
         return self._envs[name]
+
+    def close(self) -> None:
+        """Return the task envs to the pool of idle envs (they are reset before any reuse)."""
+        for name, env in self._envs.items():
+            _POOL.setdefault((name, self.render_mode), []).append(env)
+        self._envs.clear()
+        self._env = None
 
     def _obs(self, raw: np.ndarray) -> np.ndarray:
         return np.concatenate([raw[:36], [self._task_index], raw[36:39]]).astype(np.float32)
