@@ -87,7 +87,7 @@ def test_bad_goals_get_one_line_errors() -> None:
         policy.predict_action_chunk(obs)
     with pytest.raises(ScorePolicyError, match="size 2, got size 5"):
         policy.predict_action_chunk(obs, goal={"task": [0], "goal": np.zeros((1, 5))})
-    with pytest.raises(ScorePolicyError, match="ids in 0..2"):
+    with pytest.raises(ScorePolicyError, match=r"ids in 0\.\.2"):
         policy.predict_action_chunk(obs, goal={"task": [7], "goal": np.zeros((1, 2))})
     with pytest.raises(ScorePolicyError, match="field 'task' missing"):
         policy.predict_action_chunk(obs, goal={"goal": np.zeros((1, 2))})
