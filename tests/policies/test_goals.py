@@ -7,7 +7,7 @@ import pytest
 import torch
 from tests.conftest import tiny_config
 
-from scorepolicy.data.windows import min_max_stats
+from scorepolicy.data.windows import WindowDataset, min_max_stats
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.policies import ChunkPolicy, GoalConfig, ScorePolicy
 
@@ -121,3 +121,17 @@ def test_goal_policy_save_load_round_trip(tmp_path) -> None:  # type: ignore[no-
         policy.predict_action_chunk(obs, noise=noise, guidance=1.5),
         loaded.predict_action_chunk(obs, noise=noise, guidance=1.5),
     )
+
+
+def test_goal_conditioned_config_on_a_task_without_goals_is_refused_before_training() -> None:
+    from scorepolicy.api import make_policy
+    from scorepolicy.envs.registry import get_task
+    from scorepolicy.policies import PolicyConfig
+
+    task = get_task("obstacles")
+    cfg = PolicyConfig(goal=GoalConfig(n_tasks=3))
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(40, task.obs_dim)).astype(np.float32)
+    data = WindowDataset(obs, obs[:, : task.action_dim].copy(), np.array([20, 40]), n_obs_steps=2, horizon=16)
+    with pytest.raises(ScorePolicyError, match="carries no goals"):
+        make_policy(task, cfg, data, seed=0)
