@@ -52,6 +52,26 @@ class DiffusionConfig:
 
 
 @dataclass
+class DDPMConfig:
+    """The DDPM baseline (Diffusion Policy's defaults): ε-prediction on a discrete cosine schedule."""
+
+    train_steps: int = 100
+    """Diffusion steps T of training (and of full DDPM sampling)."""
+    beta_schedule: Literal["squaredcos_cap_v2", "linear"] = "squaredcos_cap_v2"
+    """β schedule: the cosine ᾱ schedule of Nichol & Dhariwal (β capped at 0.999), or linear β."""
+    beta_start: float = 1e-4
+    """First β of the linear schedule."""
+    beta_end: float = 0.02
+    """Last β of the linear schedule."""
+    clip_sample: bool = True
+    """Clip the predicted clean (normalised) actions to [-1, 1] at every sampling step."""
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    """Ancestral DDPM sampling or deterministic DDIM (η = 0)."""
+    inference_steps: int = 100
+    """Sampling steps (denoiser calls per chunk), evenly strided over the T training steps."""
+
+
+@dataclass
 class GoalConfig:
     """What the policy is conditioned on besides the observation, and how the goal is dropped (CFG)."""
 
@@ -109,5 +129,7 @@ class PolicyConfig:
     """Goal conditioning (task id and/or goal vector) and classifier-free guidance."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     """Diffusion settings."""
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+    """DDPM baseline settings (used when kind='ddpm')."""
     seed: int = 0
     """Seed of the sampling noise generator."""

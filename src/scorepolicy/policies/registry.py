@@ -17,7 +17,15 @@ def policy_class(kind: str) -> type[ChunkPolicy]:
         from scorepolicy.policies.score_policy import ScorePolicy
 
         return ScorePolicy
-    raise ScorePolicyError(f"unknown policy kind '{kind}'; valid kinds: score")
+    if kind == "mse-bc":
+        from scorepolicy.policies.baselines import MSEBCPolicy
+
+        return MSEBCPolicy
+    if kind == "ddpm":
+        from scorepolicy.policies.baselines import DDPMPolicy
+
+        return DDPMPolicy
+    raise ScorePolicyError(f"unknown policy kind '{kind}'; valid kinds: score, mse-bc, ddpm")
 
 
 def build_policy(cfg: PolicyConfig) -> ChunkPolicy:
