@@ -51,6 +51,8 @@ class Eval:
     """Obstacle task: save a PNG of all rollouts over the obstacle field."""
     trajectories: bool = False
     """Keep every episode's observations in the JSON (for the trajectory plots of `compare`)."""
+    env_workers: int = 1
+    """Processes stepping each wave's envs (e.g. 2 on 2 cores; the policy stays batched); same results."""
     backend: Literal["local", "ray"] = "local"
     """Run rollouts in this process or as Ray tasks (pip install 'scorepolicy[ray]'); same results."""
     workers: int = 2
@@ -129,6 +131,7 @@ def do_eval(args: Eval) -> None:
         n_videos=args.n_videos if args.video_dir else 0,
         json_path=args.json,
         keep_trajectories=args.plot is not None or args.trajectories,
+        env_workers=args.env_workers,
         backend=args.backend,
         workers=args.workers,
         address=args.address,

@@ -132,3 +132,18 @@ def test_ray_backend_gives_local_records(tmp_path: Path) -> None:
 def test_ray_backend_needs_a_factory(point_task: Callable[..., Task]) -> None:
     with pytest.raises(ScorePolicyError, match="policy_factory"):
         evaluate(None, point_task(), EvalConfig(episodes=2, backend="ray", progress=False))
+
+
+def test_env_worker_processes_give_the_same_records(
+    point_task: Callable[..., Task], chunk_policy: type[Any]
+) -> None:
+    from scorepolicy.evaluation.waves import run_rollouts
+
+    seeds = list(range(1000, 1012))
+    for task in (point_task(), point_task(crash_seed=1004)):
+        here = run_rollouts(NoisyPolicy(chunk_policy()), task, seeds, n_envs=5, progress=False)
+        shards = run_rollouts(
+            NoisyPolicy(chunk_policy()), task, seeds, n_envs=5, env_workers=2, progress=False
+        )
+        assert shards == here
+    assert any("error" in r for r in shards) and any(r["success"] for r in shards)

@@ -63,6 +63,8 @@ class EvalConfig:
     """Show a progress bar over episodes with the running success rate."""
     keep_trajectories: bool = False
     """Keep each episode's observations in its record (for plotting)."""
+    env_workers: int = 1
+    """Processes stepping the envs of a wave (e.g. 2 on 2 cores: physics in parallel, same records)."""
     backend: Backend = "local"
     """'local': waves run in this process; 'ray': waves run as Ray tasks (needs a policy factory)."""
     workers: int = 2
@@ -178,6 +180,7 @@ def evaluate(
         "n_videos": cfg.n_videos,
         "progress": cfg.progress,
         "keep_trajectories": cfg.keep_trajectories,
+        "env_workers": cfg.env_workers,
         "done": journal.done if journal is not None else None,
         "on_wave": on_wave,
     }

@@ -79,6 +79,7 @@ def run_rollouts_ray(
     n_videos: int = 0,
     progress: bool = True,
     keep_trajectories: bool = False,
+    env_workers: int = 1,
     done: Mapping[int, list[dict[str, Any]]] | None = None,
     on_wave: WaveDone | None = None,
 ) -> list[dict[str, Any]]:
@@ -93,6 +94,7 @@ def run_rollouts_ray(
         video_dir=video_dir,
         n_videos=n_videos,
         keep_trajectories=keep_trajectories,
+        env_workers=env_workers,
     )
     waves = plan_waves(seeds, n_envs, video_dir, n_videos)
     results: dict[int, list[dict[str, Any]]] = dict(done or {})

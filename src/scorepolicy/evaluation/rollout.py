@@ -75,6 +75,8 @@ class RolloutOptions:
     """End an episode at its first successful step."""
     keep_trajectories: bool
     """Keep each episode's observations in its record."""
+    env_workers: int = 1
+    """Processes stepping a wave's envs (1: this process, through a gymnasium vector env)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,23 @@ class EpisodeError:
     """The innermost frames as `file:line in function`, outermost first (see `traceback_summary`)."""
 
 
-class _EnvFailure(Exception):
+class Stepper(Protocol):
+    """Drives the envs of one wave: reset them with their seeds, step them, close them."""
+
+    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
+        """Reset each env with its own seed: (observation, None) or (None, its error)."""
+        ...
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | EpisodeError | None]:
+        """Step the envs (at least the active ones): a result, an error, or None (not stepped)."""
+        ...
+
+    def close(self) -> None:
+        """Release the envs, never raising."""
+        ...
+
+
+class EnvFailure(Exception):
     """An exception raised by environment code inside a vector env (wraps the original)."""
 
 
@@ -280,7 +298,7 @@ class _EnvFactory:
 
 
 class _VectorStepper:
-    """A gymnasium vector env with autoreset disabled; any env exception is raised as `_EnvFailure`."""
+    """A gymnasium vector env with autoreset disabled; any env exception is raised as `EnvFailure`."""
 
     def __init__(
         self, task: Task, videos: Sequence[Path | None], opts: RolloutOptions, vector: VectorMode
@@ -294,7 +312,7 @@ class _VectorStepper:
             else:
                 self.vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
         except Exception as exc:
-            raise _EnvFailure(describe_error(exc)) from exc
+            raise EnvFailure(describe_error(exc)) from exc
         self.n = len(fns)
         self._seeds: list[int] = []
         self._needs_reset = np.zeros(self.n, dtype=bool)
@@ -305,7 +323,7 @@ class _VectorStepper:
         try:
             obs, _ = self.vec.reset(seed=list(self._seeds))
         except Exception as exc:
-            raise _EnvFailure(describe_error(exc)) from exc
+            raise EnvFailure(describe_error(exc)) from exc
         self._needs_reset[:] = False
         return [(np.asarray(obs[i]), None) for i in range(self.n)]
 
@@ -317,7 +335,7 @@ class _VectorStepper:
                 self.vec.reset(seed=list(self._seeds), options={"reset_mask": self._needs_reset.copy()})
             obs, rewards, terminated, truncated, infos = self.vec.step(actions)
         except Exception as exc:
-            raise _EnvFailure(describe_error(exc)) from exc
+            raise EnvFailure(describe_error(exc)) from exc
         self._needs_reset = np.logical_or(terminated, truncated)
         per_env = [_unbox(info) for info in unbatch_infos(infos, self.n)]
         return [
@@ -339,7 +357,7 @@ def _logged_error(what: str, exc: Exception) -> EpisodeError:
     return EpisodeError(error, traceback_summary(exc))
 
 
-class _SerialStepper:
+class SerialStepper:
     """Plain envs stepped one at a time; each exception is returned as that env's error string."""
 
     def __init__(self, task: Task, videos: Sequence[Path | None], opts: RolloutOptions) -> None:
@@ -503,7 +521,7 @@ class Progress:
 def _drive(
     policy: BatchPolicy,
     task: Task,
-    stepper: _VectorStepper | _SerialStepper,
+    stepper: Stepper,
     episodes: list[_Episode],
     bar: Progress,
 ) -> list[dict[str, Any]]:
@@ -537,20 +555,35 @@ def run_wave(
     vector: VectorMode,
     bar: Progress,
 ) -> list[dict[str, Any]]:
-    """Run one wave vectorised; if an env raises, re-run it serially to pin the error on its episode."""
+    """Run one wave vectorised (or over `opts.env_workers` processes); if an env raises inside a vector
+    env, re-run the wave serially to pin the error on its episode."""
     bar.mark()
+    if opts.env_workers > 1:
+        from scorepolicy.evaluation.env_workers import ShardedStepper
+
+        try:
+            sharded = ShardedStepper(task, videos, opts, opts.env_workers)
+            try:
+                return _drive(
+                    policy, task, sharded, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar
+                )
+            finally:
+                sharded.close()
+        except EnvFailure as exc:
+            log.warning("env workers failed in the wave from seed %d (%s); re-running it here", seeds[0], exc)
+            bar.rollback()
     try:
         stepper = _VectorStepper(task, videos, opts, vector)
         try:
             return _drive(policy, task, stepper, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar)
         finally:
             stepper.close()
-    except _EnvFailure as exc:
+    except EnvFailure as exc:
         log.warning(
             "an env raised in the wave from seed %d (%s); re-running the wave env by env", seeds[0], exc
         )
         bar.rollback()
-    serial = _SerialStepper(task, videos, opts)
+    serial = SerialStepper(task, videos, opts)
     try:
         return _drive(policy, task, serial, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar)
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scorepolicy.envs.base import Task
+from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import (
     BatchPolicy,
     Progress,
@@ -58,11 +59,14 @@ def rollout_options(
     video_dir: Path | None,
     n_videos: int,
     keep_trajectories: bool,
+    env_workers: int = 1,
 ) -> RolloutOptions:
     """Checked options for rolling out on `task` (one-line errors for invalid arguments)."""
     steps = task.max_steps if max_steps is None else int(max_steps)
     check_rollout_args(n_envs, vector, steps, video_dir, n_videos)
-    return RolloutOptions(steps, task.stop_on_success, keep_trajectories)
+    if env_workers < 1:
+        raise ScorePolicyError(f"env_workers must be at least 1, got {env_workers}")
+    return RolloutOptions(steps, task.stop_on_success, keep_trajectories, env_workers)
 
 
 def run_rollouts(
@@ -77,6 +81,7 @@ def run_rollouts(
     n_videos: int = 0,
     progress: bool = True,
     keep_trajectories: bool = False,
+    env_workers: int = 1,
     done: Mapping[int, list[dict[str, Any]]] | None = None,
     on_wave: WaveDone | None = None,
 ) -> list[dict[str, Any]]:
@@ -84,7 +89,8 @@ def run_rollouts(
 
     A record is `{"seed", "length", "return", **task.episode_metrics(step_infos)}`, plus `"observations"`
     (with `keep_trajectories`) and `"video"` (for the first `n_videos` episodes); an episode whose env
-    raised is `{"seed", "error", "traceback", "success": 0.0}`. Waves whose index is in `done` are not
+    raised is `{"seed", "error", "traceback", "success": 0.0}`. With `env_workers` > 1 the envs of a
+    wave are stepped in that many processes (same records). Waves whose index is in `done` are not
     run again: their records are taken from it (resuming). `on_wave` sees every newly finished wave.
     """
     opts = rollout_options(
@@ -95,6 +101,7 @@ def run_rollouts(
         video_dir=video_dir,
         n_videos=n_videos,
         keep_trajectories=keep_trajectories,
+        env_workers=env_workers,
     )
     waves = plan_waves(seeds, n_envs, video_dir, n_videos)
     done = done or {}

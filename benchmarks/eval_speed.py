@@ -1,0 +1,128 @@
+"""Evaluation speed: 200 Push-T episodes (300 steps max) with the MLP score policy at NFE 3, two threads.
+
+The policy is batched over the vector envs (one wave of `n_envs` episodes steps together), so the
+denoiser runs once per chunk for the whole wave, and the envs of the wave are stepped in `env_workers`
+processes (physics in parallel on the two cores; the physics alone is ~14 s at ~4,300 steps/s). Times
+the whole `evaluate` call (policy loading excluded) for each `n_envs`, and the bare physics with random
+actions for reference. Writes benchmarks/results/eval_speed.json.
+
+    python benchmarks/eval_speed.py --run runs/pt_B
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tyro
+
+from scorepolicy import api
+from scorepolicy.envs.pusht import PUSHT_TASK, make_pusht_env
+from scorepolicy.evaluation import EvalConfig, evaluate
+from scorepolicy.files import atomic_write_json
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Args:
+    """Evaluation-speed benchmark options."""
+
+    run: Path = Path("runs/pt_B")
+    """Run directory of the MLP score policy."""
+    episodes: int = 200
+    """Episodes per timing."""
+    nfe: int = 3
+    """Denoiser evaluations per chunk."""
+    threads: int = 2
+    """torch threads."""
+    n_envs: tuple[int, ...] = (200, 100)
+    """Wave sizes to time (the policy's batch)."""
+    env_workers: int = 2
+    """Processes stepping the envs of a wave (one per core)."""
+    physics_steps: int = 6000
+    """Random-action env steps timed for the physics-only reference."""
+    target_seconds: float = 30.0
+    """The target for 200 episodes."""
+    out: Path = RESULTS / "eval_speed.json"
+    """Result JSON."""
+
+
+def physics_rate(steps: int) -> float:
+    """Env steps per second of bare Push-T physics with random actions (one env, resets included)."""
+    env = make_pusht_env()
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        _, _, terminated, truncated, _ = env.step(rng.uniform(50, 450, 2).astype(np.float32))
+        if terminated or truncated or i % 300 == 299:
+            env.reset(seed=i)
+    return steps / (time.perf_counter() - t0)
+
+
+def time_eval(args: Args, n_envs: int) -> dict[str, Any]:
+    """Evaluate once with the given wave size; wall-clock seconds and the result summary."""
+    policy = api.load_policy(args.run, nfe=args.nfe)
+    cfg = EvalConfig(episodes=args.episodes, n_envs=n_envs, env_workers=args.env_workers, progress=False)
+    t0 = time.perf_counter()
+    result = evaluate(policy, PUSHT_TASK, cfg)
+    seconds = time.perf_counter() - t0
+    steps = sum(int(e.get("length", 0)) for e in result["episodes"])
+    return {
+        "n_envs": n_envs,
+        "seconds": round(seconds, 2),
+        "env_steps": steps,
+        "steps_per_second": round(steps / seconds, 1),
+        "success_rate": result["success_rate"],
+        "success_ci": result["success_ci"],
+        "mean_score": result.get("mean_score"),
+        "behaviour_entropy": result.get("behaviour_entropy"),
+    }
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Run the timings, print them and write the JSON."""
+    torch.set_num_threads(args.threads)
+    rate = physics_rate(args.physics_steps)
+    timings = []
+    for n_envs in args.n_envs:
+        timing = time_eval(args, n_envs)
+        timings.append(timing)
+        print(
+            f"n_envs {n_envs:4d}: {timing['seconds']:6.1f} s for {args.episodes} episodes "
+            f"({timing['env_steps']} steps, {timing['steps_per_second']:.0f} steps/s), "
+            f"success {timing['success_rate']:.3f}"
+        )
+    best = min(timings, key=lambda t: t["seconds"])
+    out = {
+        "run": str(args.run),
+        "episodes": args.episodes,
+        "max_steps": PUSHT_TASK.max_steps,
+        "nfe": args.nfe,
+        "threads": args.threads,
+        "env_workers": args.env_workers,
+        "physics_steps_per_second": round(rate, 1),
+        "physics_only_seconds_estimate": round(best["env_steps"] / rate, 2),
+        "timings": timings,
+        "best_seconds": best["seconds"],
+        "best_n_envs": best["n_envs"],
+        "target_seconds": args.target_seconds,
+        "meets_target": best["seconds"] < args.target_seconds,
+        "cpu_count": torch.get_num_threads(),
+        "note": "wall-clock on a 2-core machine shared with other jobs; policy loading excluded",
+    }
+    print(
+        f"physics alone: {rate:.0f} steps/s (~{out['physics_only_seconds_estimate']} s for these steps); "
+        f"best: {best['seconds']} s with n_envs {best['n_envs']} (target < {args.target_seconds} s)"
+    )
+    atomic_write_json(args.out, out)
+    return out
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
