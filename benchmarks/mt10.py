@@ -20,7 +20,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,9 @@ class Args:
     """CPU seconds each of K = 1 and K = 8 trains in the level-2 race."""
     level2_k: int = 8
     """Copies per condition of the level-2 run."""
+    parts: tuple[str, ...] = ("all",)
+    """Evaluations to run: all, or some of mode, dense, control, guidance_<λ> (run in parallel processes;
+    each is saved under <out>_parts/ and reused by the final `all` run)."""
     level2_only: bool = False
     """Run only the level-2 race and write it to `level2_json` (it can run beside the training)."""
     level2_json: Path = RESULTS / "mt10_level2.json"
@@ -292,6 +297,21 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _guided(args: Args, demos: dict[int, np.ndarray], lam: float) -> dict[str, Any]:
+    return evaluate_mt10(api.load_policy(args.mode_run, guidance=lam), args, demos, guidance=lam)
+
+
+def saved(args: Args, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """An evaluation's result, computed once and kept in <out>_parts/<name>.json (delete it to redo)."""
+    path = args.out.parent / f"{args.out.stem}_parts" / f"{name}.json"
+    if path.exists():
+        result: dict[str, Any] = read_json(path)
+        return result
+    result = fn()
+    atomic_write_json(path, result)
+    return result
+
+
 def main(args: Args) -> dict[str, Any]:
     if not args.data.exists():
         run_generate(Generate(simulator="metaworld", out=args.data, episodes=50))
@@ -309,17 +329,25 @@ def main(args: Args) -> dict[str, Any]:
         float(np.mean([v["success_rate"] for v in expert.values()])) if expert else float("nan")
     )
     res["train_minutes"] = {"mode": train_minutes(args.mode_run), "dense": train_minutes(args.dense_run)}
-    res["mode"] = evaluate_mt10(api.load_policy(args.mode_run), args, demos, guidance=1.0, nfe=3)
-    res["dense"] = evaluate_mt10(api.load_policy(args.dense_run), args, demos, guidance=1.0, nfe=3)
-    res["guidance"] = [
-        res["mode"]
-        if lam == 1.0
-        else evaluate_mt10(api.load_policy(args.mode_run, guidance=lam), args, demos, guidance=lam)
-        for lam in args.guidance
-    ]
-    res["goal_swap_control"] = evaluate_mt10(
-        GoalSwap(api.load_policy(args.mode_run)), args, demos, guidance=1.0
-    )
+    evaluations: dict[str, Callable[[], dict[str, Any]]] = {
+        "mode": lambda: evaluate_mt10(api.load_policy(args.mode_run), args, demos, guidance=1.0, nfe=3),
+        "dense": lambda: evaluate_mt10(api.load_policy(args.dense_run), args, demos, guidance=1.0, nfe=3),
+        "control": lambda: evaluate_mt10(GoalSwap(api.load_policy(args.mode_run)), args, demos, guidance=1.0),
+        **{
+            f"guidance_{lam}": functools.partial(_guided, args, demos, lam)
+            for lam in args.guidance
+            if lam != 1.0
+        },
+    }
+    done = {
+        name: saved(args, name, fn)
+        for name, fn in evaluations.items()
+        if name in args.parts or "all" in args.parts
+    }
+    if "all" not in args.parts:
+        return done
+    res["mode"], res["dense"], res["goal_swap_control"] = done["mode"], done["dense"], done["control"]
+    res["guidance"] = [res["mode"] if lam == 1.0 else done[f"guidance_{lam}"] for lam in args.guidance]
     res["latency"] = parameters_and_latency(args.mode_run, args.dense_run)
     reuse = not args.train and args.level2_json.exists()
     res["level2"] = read_json(args.level2_json) if reuse else level2_race(args)
