@@ -48,11 +48,14 @@ def posterior_violins(entries: Sequence[Entry], path: Path) -> str:
 
 
 def success_vs_nfe(entries: Sequence[Entry], path: Path) -> str | None:
-    """Success (Wilson 95% bars) against NFE for every run evaluated at two or more NFEs; None if none."""
+    """Success (Wilson 95% bars) against NFE for every run (and sampler) evaluated at two or more NFEs;
+    None if there is none."""
     runs: dict[str, list[Entry]] = {}
     for e in entries:
         if e.result.get("nfe") is not None:
-            runs.setdefault(str(e.result.get("run") or e.name), []).append(e)
+            label = Path(str(e.result.get("run") or e.name)).name
+            sampler = e.result.get("sampler")
+            runs.setdefault(f"{label} ({sampler})" if sampler else label, []).append(e)
     runs = {k: v for k, v in runs.items() if len({x.result["nfe"] for x in v}) >= 2}
     if not runs:
         return None
@@ -63,9 +66,7 @@ def success_vs_nfe(entries: Sequence[Entry], path: Path) -> str | None:
         nfe = [x.result["nfe"] for x in group]
         rate = np.array([x.successes / x.n for x in group])
         ci = np.array([wilson_interval(x.successes, x.n) for x in group])
-        ax.errorbar(
-            nfe, rate, yerr=[rate - ci[:, 0], ci[:, 1] - rate], marker="o", capsize=3, label=Path(run).name
-        )
+        ax.errorbar(nfe, rate, yerr=[rate - ci[:, 0], ci[:, 1] - rate], marker="o", capsize=3, label=run)
     ax.set_xscale("log")
     ax.set_xlabel("NFE (denoiser calls per chunk)")
     ax.set_ylabel("success (Wilson 95%)")
