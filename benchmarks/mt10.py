@@ -62,6 +62,8 @@ class Args:
     """Gradient steps per model."""
     episodes: int = 50
     """Evaluation episodes per task."""
+    sweep_episodes: int = 20
+    """Evaluation episodes per task of the guidance sweep (λ ≠ 1) and the wrong-goal control."""
     guidance: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0)
     """Guidance weights λ of the sweep."""
     level2_cpu_seconds: float = 300.0
@@ -151,9 +153,11 @@ def hand_distance_cm(result: dict[str, Any], demos: dict[int, np.ndarray]) -> fl
     return float(np.median(np.concatenate(dists)) * 100)
 
 
-def evaluate_mt10(policy: Any, args: Args, demos: dict[int, np.ndarray], **extra: Any) -> dict[str, Any]:
-    """50 episodes per task; success per task and overall, and the hand-distance measure."""
-    cfg = EvalConfig(episodes=args.episodes * 10, seed=0, n_envs=50, keep_trajectories=True)
+def evaluate_mt10(
+    policy: Any, args: Args, demos: dict[int, np.ndarray], episodes: int | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Episodes per task (default args.episodes); success per task and overall, and the hand distance."""
+    cfg = EvalConfig(episodes=(episodes or args.episodes) * 10, seed=0, n_envs=50, keep_trajectories=True)
     result = evaluate(policy, get_task(TASK), cfg, extra=extra)
     summary = {k: result[k] for k in ("success_rate", "success_ci", "per_task", "n_episodes", "n_errors")}
     summary["hand_distance_cm"] = hand_distance_cm(result, demos)
@@ -298,7 +302,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 
 def _guided(args: Args, demos: dict[int, np.ndarray], lam: float) -> dict[str, Any]:
-    return evaluate_mt10(api.load_policy(args.mode_run, guidance=lam), args, demos, guidance=lam)
+    return evaluate_mt10(
+        api.load_policy(args.mode_run, guidance=lam), args, demos, args.sweep_episodes, guidance=lam
+    )
 
 
 def saved(args: Args, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -332,7 +338,9 @@ def main(args: Args) -> dict[str, Any]:
     evaluations: dict[str, Callable[[], dict[str, Any]]] = {
         "mode": lambda: evaluate_mt10(api.load_policy(args.mode_run), args, demos, guidance=1.0, nfe=3),
         "dense": lambda: evaluate_mt10(api.load_policy(args.dense_run), args, demos, guidance=1.0, nfe=3),
-        "control": lambda: evaluate_mt10(GoalSwap(api.load_policy(args.mode_run)), args, demos, guidance=1.0),
+        "control": lambda: evaluate_mt10(
+            GoalSwap(api.load_policy(args.mode_run)), args, demos, args.sweep_episodes, guidance=1.0
+        ),
         **{
             f"guidance_{lam}": functools.partial(_guided, args, demos, lam)
             for lam in args.guidance
