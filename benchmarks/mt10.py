@@ -319,6 +319,7 @@ def saved(args: Args, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, 
 
 
 def main(args: Args) -> dict[str, Any]:
+    torch.set_num_threads(1)  # evaluations run as parallel processes on a small machine
     if not args.data.exists():
         run_generate(Generate(simulator="metaworld", out=args.data, episodes=50))
     if args.level2_only:
