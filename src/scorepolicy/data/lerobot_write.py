@@ -9,8 +9,6 @@ fixed-size lists), `meta/episodes/chunk-000/file-000.parquet` (per-episode index
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from scorepolicy.data.formats import check_finite
 from scorepolicy.data.lerobot import FRAME_COLUMNS
 from scorepolicy.data.lerobot_stats import QUANTILES, Stats, aggregate, feature_stats, stats_to_json
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import atomic_write_json
+from scorepolicy.files import atomic_directory, atomic_write_json
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -300,19 +298,7 @@ def write_lerobot_v3(
         raise ScorePolicyError(f"{target}: already exists; choose another --out or pass --overwrite")
     rate = _fps(episodes, fps)
     check_finite(episodes)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_directory(target) as tmp:
         tmp.mkdir()
         _write_tree(episodes, tmp, rate, robot_type, data_file_mb)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

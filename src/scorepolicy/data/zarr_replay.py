@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 
 from scorepolicy.data.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
+from scorepolicy.files import atomic_directory
 
 IMAGE_KEYS = frozenset({"img", "image", "images", "rgb"})
 """Keys left out by default (large per-step images); ask for them explicitly with `keys=`."""
@@ -239,9 +238,7 @@ def write_replay_zarr(episodes: Episodes, path: str | Path, overwrite: bool = Fa
     target = Path(path).expanduser()
     if target.exists() and not overwrite:
         raise ScorePolicyError(f"{target}: already exists; choose another path or pass overwrite=True")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_directory(target) as tmp:
         root = _zarr_v2_group(tmp)
         root.attrs.update(episodes.attrs)
         data = root.require_group("data")
@@ -249,14 +246,4 @@ def write_replay_zarr(episodes: Episodes, path: str | Path, overwrite: bool = Fa
             _write_array(data, key, np.ascontiguousarray(arr))
         meta = root.require_group("meta")
         _write_array(meta, "episode_ends", np.asarray(episodes.episode_ends, dtype=np.int64))
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
