@@ -252,6 +252,10 @@ def print_tables(res: dict[str, Any]) -> None:
             f"{name:14s} {v['ms_per_chunk']:.2f} ms/chunk, params {v['params_total']:,} (active {v['params_active']:,})"
         )
     print(f"MoDE expert cache speed-up: {lat['cache_speedup']:.2f}x")
+    u = res["mode_uncached"]
+    print(
+        f"MoDE uncached: success {u['success_rate']:.1%} ({u['success_ci'][0]:.1%}-{u['success_ci'][1]:.1%}), {u['n_episodes']} episodes"
+    )
     lv, k = res["level2"], res["args"]["level2_k"]
     reached = [lv[f"k{n}"]["cpu_seconds_to_target"] for n in (1, k)]
     print(
@@ -311,6 +315,15 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _uncached(args: Args, demos: dict[int, np.ndarray]) -> dict[str, Any]:
+    """MoDE without the expert cache (same weights, same seeds): success must match the cached run."""
+    policy = api.load_policy(args.mode_run)
+    policy.cfg.mode.cache_experts = False
+    return evaluate_mt10(
+        policy.optimize_for_inference(), args, demos, args.sweep_episodes, cache_experts=False
+    )
+
+
 def _guided(args: Args, demos: dict[int, np.ndarray], lam: float) -> dict[str, Any]:
     return evaluate_mt10(
         api.load_policy(args.mode_run, guidance=lam), args, demos, args.sweep_episodes, guidance=lam
@@ -341,7 +354,8 @@ def main(args: Args) -> dict[str, Any]:
         train_model(args, args.mode_run, dense=False)
         train_model(args, args.dense_run, dense=True)
     demos = hand_positions(args.data)
-    res: dict[str, Any] = {"args": to_dict(args), "expert": expert}
+    args_json = {k: str(v) if isinstance(v, Path) else v for k, v in to_dict(args).items()}
+    res: dict[str, Any] = {"args": args_json, "expert": expert}
     res["expert_mean"] = (
         float(np.mean([v["success_rate"] for v in expert.values()])) if expert else float("nan")
     )
@@ -349,6 +363,7 @@ def main(args: Args) -> dict[str, Any]:
     evaluations: dict[str, Callable[[], dict[str, Any]]] = {
         "mode": lambda: evaluate_mt10(api.load_policy(args.mode_run), args, demos, guidance=1.0, nfe=3),
         "dense": lambda: evaluate_mt10(api.load_policy(args.dense_run), args, demos, guidance=1.0, nfe=3),
+        "mode_uncached": functools.partial(_uncached, args, demos),
         "control": lambda: evaluate_mt10(
             GoalSwap(api.load_policy(args.mode_run)), args, demos, args.sweep_episodes, guidance=1.0
         ),
@@ -366,6 +381,7 @@ def main(args: Args) -> dict[str, Any]:
     if "all" not in args.parts:
         return done
     res["mode"], res["dense"], res["goal_swap_control"] = done["mode"], done["dense"], done["control"]
+    res["mode_uncached"] = done["mode_uncached"]
     res["guidance"] = [res["mode"] if lam == 1.0 else done[f"guidance_{lam}"] for lam in args.guidance]
     for r in [res["mode"], res["dense"], res["goal_swap_control"], *res["guidance"]]:
         r["goal_tasks_success"] = goal_task_success(r)
