@@ -59,15 +59,13 @@ def _metaworld() -> Any:
 
 def resolve_tasks(names: str | Sequence[str]) -> tuple[str, ...]:
     """'mt10', 'mt50', a comma-separated list or a sequence of Meta-World v3 task names, checked."""
+    if isinstance(names, str) and names.lower() == "mt10":
+        return MT10
+    valid = tuple(sorted(_metaworld().policies.ENV_POLICY_MAP))
     if isinstance(names, str):
-        if names.lower() == "mt10":
-            return MT10
-        metaworld = _metaworld()
-        valid = tuple(sorted(metaworld.policies.ENV_POLICY_MAP))
         if names.lower() == "mt50":
             return valid
         names = [n.strip() for n in names.split(",") if n.strip()]
-    valid = tuple(sorted(_metaworld().policies.ENV_POLICY_MAP))
     unknown = [n for n in names if n not in valid]
     if unknown or not names:
         raise ScorePolicyError(

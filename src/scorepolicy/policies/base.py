@@ -178,10 +178,8 @@ class ChunkPolicy(nn.Module):
                 raise ScorePolicyError(
                     f"goal: field 'task' missing; this policy needs task ids 0..{g.n_tasks - 1}"
                 )
-            task = torch.as_tensor(
-                np.asarray(goal["task"]) if not torch.is_tensor(goal["task"]) else goal["task"]
-            )
-            task = task.reshape(-1).long().expand(batch) if task.numel() == 1 else task.reshape(-1).long()
+            task = torch.as_tensor(goal["task"]).reshape(-1).long()
+            task = task.expand(batch) if task.numel() == 1 else task
             if task.shape[0] != batch or bool(((task < 0) | (task >= g.n_tasks)).any()):
                 raise ScorePolicyError(f"goal: 'task' must be {batch} ids in 0..{g.n_tasks - 1}")
         if g.goal_dim > 0:
@@ -189,6 +187,7 @@ class ChunkPolicy(nn.Module):
                 raise ScorePolicyError(
                     f"goal: field 'goal' missing; this policy needs goal vectors of size {g.goal_dim}"
                 )
+            self._check_goal_size(goal)
             raw = torch.as_tensor(np.asarray(goal["goal"], dtype=np.float32)).reshape(-1, g.goal_dim)
             if raw.shape[0] == 1 and batch > 1:
                 raw = raw.expand(batch, -1)

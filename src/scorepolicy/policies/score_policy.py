@@ -69,8 +69,7 @@ class ScorePolicy(ChunkPolicy):
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
-        if hasattr(self, "_schedules"):
-            self._schedules.clear()
+        self._schedules.clear()
 
     # ---------------------------------------------------------------- training
     def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -195,7 +194,6 @@ class ScorePolicy(ChunkPolicy):
             raise ScorePolicyError(
                 "goal: this policy is goal-conditioned; pass goal={'task': …, 'goal': …} or guidance=0 (goal-free)"
             )
-        self._check_goal_size(goal)
         conditional = self.condition(obs, goal)
         return [conditional] if lam == 1.0 else [self.condition(obs, None), conditional]
 
