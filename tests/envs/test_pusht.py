@@ -189,3 +189,37 @@ def test_replay_all_recorded_episodes(env: PushTStateEnv, pusht_episodes: Episod
         f"{int(errors[:, 1].argmax())}), max sin/cos {worst[2]:.2e}"
     )
     assert worst[0] < POS_TOL_PX and worst[1] < POS_TOL_PX and worst[2] < SINCOS_TOL
+
+
+def test_fast_env_matches_gym_pusht_exactly() -> None:
+    """FastPushTEnv gives bit-identical states, terminations and contact counts to gym-pusht's PushTEnv,
+    and the same coverage to 1e-12, on random targets and on targets at the block (contacts, coverage
+    changes). gym-pusht sums the coverage over a set of shapes whose order follows object addresses, so
+    its last bit varies between processes; bit-identity of the coverage cannot be asked for."""
+    from gym_pusht.envs.pusht import PushTEnv
+
+    from scorepolicy.envs.pusht_fast import FastPushTEnv
+
+    slow, fast = (
+        PushTEnv(obs_type="state", render_mode=None),
+        FastPushTEnv(obs_type="state", render_mode=None),
+    )
+    rng = np.random.default_rng(0)
+    contacts = 0
+    for seed in range(3):
+        obs_slow, _ = slow.reset(seed=seed)
+        obs_fast, _ = fast.reset(seed=seed)
+        assert np.array_equal(obs_slow, obs_fast)
+        for t in range(200):
+            near_block = obs_fast[2:4] + rng.normal(0.0, 25.0, 2)
+            action = (near_block if t % 3 else rng.uniform(0.0, 512.0, 2)).astype(np.float32)
+            obs_slow, r_slow, term_slow, _, info_slow = slow.step(action)
+            obs_fast, r_fast, term_fast, _, info_fast = fast.step(action)
+            assert np.array_equal(obs_slow, obs_fast), (seed, t)
+            assert term_slow == term_fast
+            assert r_fast == pytest.approx(r_slow, abs=1e-12)
+            assert info_fast["coverage"] == pytest.approx(info_slow["coverage"], abs=1e-12)
+            assert info_slow["n_contacts"] == info_fast["n_contacts"]
+            np.testing.assert_array_equal(info_slow["block_pose"], info_fast["block_pose"])
+            contacts += info_fast["n_contacts"]
+    assert contacts > 0  # the comparison covered contact-rich steps

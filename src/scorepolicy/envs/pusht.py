@@ -23,7 +23,8 @@ from scorepolicy.errors import ScorePolicyError
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-PUSHT_ENV_ID = "gym_pusht/PushT-v0"
+PUSHT_MAX_STEPS = 300
+"""gym-pusht's registered episode limit (gym_pusht/PushT-v0)."""
 SUCCESS_COVERAGE = 0.95
 """Diffusion Policy's success threshold on the block's goal coverage."""
 OBS_DIM = 6
@@ -149,17 +150,25 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
         return np.asarray(base.get_obs(), dtype=np.float64)
 
 
-def make_pusht_env(render_mode: str | None = None) -> PushTStateEnv:
-    """A Push-T env (300-step limit) returning 6-d observations; render_mode None or "rgb_array"."""
+def make_pusht_env(render_mode: str | None = None, fast: bool = True) -> PushTStateEnv:
+    """A Push-T env (300-step limit) returning 6-d observations; render_mode None or "rgb_array".
+
+    `fast` (default) steps gym-pusht's physics through `FastPushTEnv`: the same states, rewards and infos,
+    about twice the steps per second; False uses gym-pusht's own PushTEnv.
+    """
     try:
-        import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)
+        from gym_pusht.envs.pusht import PushTEnv
     except ImportError as exc:
         raise ScorePolicyError(
             "the Push-T task needs the gym-pusht package; install it with: pip install 'scorepolicy[pusht]'"
         ) from exc
     if render_mode not in (None, "rgb_array"):
         raise ScorePolicyError(f"Push-T render_mode must be None or 'rgb_array', got {render_mode!r}")
-    return PushTStateEnv(gym.make(PUSHT_ENV_ID, obs_type="state", render_mode=render_mode))
+    from scorepolicy.envs.pusht_fast import FastPushTEnv
+
+    env_class = FastPushTEnv if fast else PushTEnv
+    base = env_class(obs_type="state", render_mode=render_mode)
+    return PushTStateEnv(gym.wrappers.TimeLimit(base, max_episode_steps=PUSHT_MAX_STEPS))
 
 
 def pusht_dataset_obs(episodes: Episodes) -> np.ndarray:
@@ -208,7 +217,7 @@ PUSHT_TASK = Task(
     name="pusht",
     obs_dim=OBS_DIM,
     action_dim=2,
-    max_steps=300,
+    max_steps=PUSHT_MAX_STEPS,
     default_seed=100000,
     make_env=make_pusht_env,
     dataset_obs=pusht_dataset_obs,
