@@ -223,3 +223,38 @@ def test_fast_env_matches_gym_pusht_exactly() -> None:
             np.testing.assert_array_equal(info_slow["block_pose"], info_fast["block_pose"])
             contacts += info_fast["n_contacts"]
     assert contacts > 0  # the comparison covered contact-rich steps
+
+
+def test_polygon_clip_closed_forms() -> None:
+    """Sutherland-Hodgman clip + shoelace area on squares whose overlaps are known."""
+    from scorepolicy.envs.pusht_fast import clip_convex, polygon_area
+
+    def square(x: float, y: float, side: float) -> list[tuple[float, float]]:
+        return [(x, y), (x + side, y), (x + side, y + side), (x, y + side)]
+
+    assert polygon_area(square(0, 0, 2)) == 4.0
+    assert polygon_area(clip_convex(square(0, 0, 2), square(1, 1, 2))) == pytest.approx(1.0)
+    assert polygon_area(clip_convex(square(0, 0, 1), square(-1, -1, 3))) == pytest.approx(1.0)  # inside
+    assert clip_convex(square(0, 0, 1), square(5, 5, 1)) == []
+    diamond = [(1.0, 0.0), (2.0, 1.0), (1.0, 2.0), (0.0, 1.0)]  # area 2
+    assert polygon_area(clip_convex(diamond, square(0, 0, 2))) == pytest.approx(2.0)
+    assert polygon_area(clip_convex(diamond, square(1, 0, 1))) == pytest.approx(0.5)
+
+
+def test_fast_coverage_matches_shapely_near_the_goal() -> None:
+    """Coverage of block poses around the goal (0 to almost 1) agrees with gym-pusht's shapely one."""
+    from gym_pusht.envs.pusht import PushTEnv
+
+    from scorepolicy.envs.pusht_fast import FastPushTEnv
+
+    env = FastPushTEnv(obs_type="state", render_mode=None)
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    coverages = []
+    for _ in range(300):
+        env.block.position = tuple(256.0 + rng.normal(0.0, 25.0, 2))
+        env.block.angle = np.pi / 4 + rng.normal(0.0, 0.4)
+        fast = env._get_coverage()
+        assert fast == pytest.approx(PushTEnv._get_coverage(env), abs=1e-12)
+        coverages.append(fast)
+    assert min(coverages) < 0.2 and max(coverages) > 0.9
