@@ -2,7 +2,8 @@
 
 The policy is batched over the vector envs (one wave of `n_envs` episodes steps together), so the
 denoiser runs once per chunk for the whole wave, and the envs of the wave are stepped in `env_workers`
-processes (physics in parallel on the two cores; the physics alone is ~14 s at ~4,300 steps/s). Times
+processes (physics in parallel on the two cores), stepped by `FastPushTEnv` (gym-pusht's physics with
+identical states, 2-3x the steps per second). Times
 the whole `evaluate` call (policy loading excluded) for each `n_envs`, and the bare physics with random
 actions for reference. Writes benchmarks/results/eval_speed.json.
 
@@ -11,6 +12,7 @@ actions for reference. Writes benchmarks/results/eval_speed.json.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +54,10 @@ class Args:
     """Result JSON."""
 
 
-def physics_rate(steps: int) -> float:
-    """Env steps per second of bare Push-T physics with random actions (one env, resets included)."""
-    env = make_pusht_env()
+def physics_rate(steps: int, fast: bool = True) -> float:
+    """Env steps per second of bare Push-T physics with random actions (one env, resets included);
+    `fast=False` times gym-pusht's own PushTEnv."""
+    env = make_pusht_env(fast=fast)
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     t0 = time.perf_counter()
@@ -88,7 +91,9 @@ def time_eval(args: Args, n_envs: int) -> dict[str, Any]:
 def main(args: Args) -> dict[str, Any]:
     """Run the timings, print them and write the JSON."""
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rate = physics_rate(args.physics_steps)
+    gym_rate = physics_rate(args.physics_steps, fast=False)
     timings = []
     for n_envs in args.n_envs:
         timing = time_eval(args, n_envs)
@@ -107,17 +112,20 @@ def main(args: Args) -> dict[str, Any]:
         "threads": args.threads,
         "env_workers": args.env_workers,
         "physics_steps_per_second": round(rate, 1),
+        "gym_pusht_physics_steps_per_second": round(gym_rate, 1),
         "physics_only_seconds_estimate": round(best["env_steps"] / rate, 2),
         "timings": timings,
         "best_seconds": best["seconds"],
         "best_n_envs": best["n_envs"],
         "target_seconds": args.target_seconds,
         "meets_target": best["seconds"] < args.target_seconds,
-        "cpu_count": torch.get_num_threads(),
-        "note": "wall-clock on a 2-core machine shared with other jobs; policy loading excluded",
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before": round(load_before, 2),
+        "note": "wall-clock, policy loading excluded; a load average above 0.5 means other jobs shared the cores",
     }
     print(
-        f"physics alone: {rate:.0f} steps/s (~{out['physics_only_seconds_estimate']} s for these steps); "
+        f"physics alone: {rate:.0f} steps/s (gym-pusht's own env: {gym_rate:.0f}; "
+        f"~{out['physics_only_seconds_estimate']} s for these steps); "
         f"best: {best['seconds']} s with n_envs {best['n_envs']} (target < {args.target_seconds} s)"
     )
     atomic_write_json(args.out, out)
