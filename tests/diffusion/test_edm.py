@@ -58,3 +58,18 @@ def test_densities_stay_in_range_and_are_seeded() -> None:
         10, math.log(0.5), 0.5, 0.005, 1.0, generator=torch.Generator().manual_seed(0)
     )
     assert torch.equal(again, s2[:10])
+
+
+def test_precomputed_precond_gives_the_same_denoiser() -> None:
+    """D(x; σ) with the scalings of one σ computed beforehand (shape (1,)) equals the per-sample ones."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 16, 2)
+
+    def net(x_in: Tensor, c_noise: Tensor) -> Tensor:
+        return torch.tanh(x_in) + c_noise.reshape(-1, 1, 1)
+
+    for s in (0.002, 0.7, 20.0):
+        sigma = torch.tensor(s)
+        per_sample = edm_denoise(net, x, sigma.expand(5), 0.5)
+        pre = edm_denoise(net, x, sigma.expand(5), 0.5, edm_precond(sigma.reshape(1), 0.5))
+        assert torch.equal(per_sample, pre)

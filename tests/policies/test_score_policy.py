@@ -148,3 +148,19 @@ def test_frozen_inference_copy_matches_eager_and_is_dropped_on_train(denoiser: s
     policy.train()
     assert not policy._fast
     assert "_fast" not in "".join(policy.state_dict())
+
+
+def test_frozen_normalisation_cache_follows_new_statistics() -> None:
+    """Scales kept while frozen are dropped when the statistics change (set_normalization unfreezes)."""
+    policy = tiny_policy().optimize_for_inference()
+    x = torch.ones(1, 2)
+    before = policy.normalize("action", x)
+    assert torch.equal(policy.normalize("action", x), before)  # served from the cache
+    policy.set_normalization(
+        {
+            "obs": {"min": np.full(policy.cfg.obs_dim, -4.0), "max": np.full(policy.cfg.obs_dim, 4.0)},
+            "action": {"min": np.full(2, -2.0), "max": np.full(2, 2.0)},
+        }
+    )
+    assert torch.allclose(policy.normalize("action", x), torch.full((1, 2), 0.5))
+    assert not torch.equal(policy.normalize("action", x), before)

@@ -36,9 +36,12 @@ def _expand(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 
 
-def edm_denoise(net: RawNet, x: Tensor, sigma: Tensor, sigma_data: float) -> Tensor:
-    """Eq. (7): D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise)."""
-    p = edm_precond(sigma, sigma_data)
+def edm_denoise(
+    net: RawNet, x: Tensor, sigma: Tensor, sigma_data: float, precond: Precond | None = None
+) -> Tensor:
+    """Eq. (7): D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise); `precond`, if given, is edm_precond of
+    this σ computed beforehand (shape (1,) broadcasts over the batch)."""
+    p = edm_precond(sigma, sigma_data) if precond is None else precond
     return _expand(p.c_skip, x) * x + _expand(p.c_out, x) * net(_expand(p.c_in, x) * x, p.c_noise)
 
 

@@ -82,6 +82,7 @@ class ChunkPolicy(nn.Module):
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._frozen = False  # weights frozen for inference: caches below are valid
         self._fast: list[Any] = []  # a frozen TorchScript copy of the denoiser (not a registered submodule)
+        self._scales: dict[str, tuple[Tensor, Tensor]] = {}  # normalisation scales, while frozen
         self._obs_history: deque[Tensor] = deque(maxlen=cfg.n_obs_steps)
         self._action_queue: deque[Tensor] = deque()
         self._goal: Goal | None = None
@@ -101,6 +102,7 @@ class ChunkPolicy(nn.Module):
     # ---------------------------------------------------------------- normalisation
     def set_normalization(self, stats: dict[str, dict[str, np.ndarray]]) -> None:
         """Set min/max statistics per field ('obs', 'action', and 'goal' for goal vectors)."""
+        self._clear_caches()
         for name in self.normalized_fields():
             if name not in stats:
                 raise ScorePolicyError(f"normalisation statistics: field '{name}' missing")
@@ -109,9 +111,14 @@ class ChunkPolicy(nn.Module):
         check_normalization(self, "normalisation statistics")
 
     def _scale(self, name: str) -> tuple[Tensor, Tensor]:
+        """(mid, half-range) of a field; kept while frozen for inference (the statistics cannot change)."""
+        if name in self._scales:
+            return self._scales[name]
         lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
-        half = ((hi - lo) / 2).clamp_min(1e-6)
-        return (hi + lo) / 2, half
+        scale = (hi + lo) / 2, ((hi - lo) / 2).clamp_min(1e-6)
+        if self._frozen:
+            self._scales[name] = scale
+        return scale
 
     def normalize(self, name: str, x: Tensor) -> Tensor:
         """Map raw values to [−1, 1] with the stored min/max (constant dimensions map to 0)."""
@@ -247,6 +254,7 @@ class ChunkPolicy(nn.Module):
     def _clear_caches(self) -> None:
         self._frozen = False
         self._fast.clear()
+        self._scales.clear()
 
     def train(self, mode: bool = True) -> ChunkPolicy:
         if mode:

@@ -43,10 +43,12 @@ class ScheduleLevels:
     """A sampling schedule with what depends only on its noise levels: σ features and, for MoDE, the
     fused experts of every level (keyed by the level's index in the schedule, never by a float)."""
 
-    def __init__(self, sigmas: Tensor, feats: Tensor, prepared: list[Any]) -> None:
+    def __init__(self, sigmas: Tensor, feats: Tensor, prepared: list[Any], sigma_data: float) -> None:
         self.sigmas = sigmas
         self.feats = feats
         self.prepared = prepared
+        positive = sigmas[sigmas > 0]
+        self.precond = [edm_precond(positive[i : i + 1], sigma_data) for i in range(len(positive))]
         self._index = {v: i for i, v in enumerate(sigmas.tolist()) if v > 0}
 
     def level(self, sigma: Tensor) -> int | None:
@@ -170,11 +172,13 @@ class ScorePolicy(ChunkPolicy):
         cond_all = torch.cat(cond) if guided else cond[0]
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            net = self._level_net(levels, levels.level(sigma), cond_all)
+            i = levels.level(sigma)
+            net = self._level_net(levels, i, cond_all)
+            pre = None if i is None else levels.precond[i]  # the same scalings, computed once
             if not guided:
-                return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data)
+                return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data, pre)
             sigma2 = sigma.repeat(2) if sigma.numel() > 1 else sigma
-            both = edm_denoise(net, torch.cat([x, x]), sigma2, cfg.diffusion.sigma_data)
+            both = edm_denoise(net, torch.cat([x, x]), sigma2, cfg.diffusion.sigma_data, pre)
             uncond, conditional = both.chunk(2)
             return guide(conditional, uncond, lam)
 
@@ -209,7 +213,7 @@ class ScorePolicy(ChunkPolicy):
         prepared: list[Any] = [None] * len(positive)
         if isinstance(self.denoiser, MoDEDenoiser) and self.cfg.mode.cache_experts:
             prepared = [self.denoiser.prepare(feats[i : i + 1]) for i in range(len(positive))]
-        levels = ScheduleLevels(sigmas, feats, prepared)
+        levels = ScheduleLevels(sigmas, feats, prepared, d.sigma_data)
         if self._frozen:
             self._schedules[key] = levels
         return levels
