@@ -117,7 +117,7 @@ def trajectories(entries: Sequence[Entry], path: Path) -> str | None:
             else:
                 ax.autoscale()
             ax.set_aspect("equal")
-        ax.set_title(f"{e.name}: {sum(ok)}/{len(ok)} successful (blue)", fontsize=8)
+        ax.set_title(f"{e.name}\n{sum(ok)}/{len(ok)} successful (blue)", fontsize=8)
         ax.tick_params(labelsize=6)
     return _save(fig, path)
 
