@@ -151,7 +151,7 @@ def test_frozen_inference_copy_matches_eager_and_is_dropped_on_train(denoiser: s
 
 
 def test_frozen_normalisation_cache_follows_new_statistics() -> None:
-    """Scales kept while frozen are dropped when the statistics change (set_normalization unfreezes)."""
+    """Scales kept while frozen are dropped when the statistics change (set_normalization clears them)."""
     policy = tiny_policy().optimize_for_inference()
     x = torch.ones(1, 2)
     before = policy.normalize("action", x)

@@ -546,6 +546,22 @@ def _drive(
     return [ep.record for ep in episodes if ep.record is not None]
 
 
+def _run_with(
+    policy: BatchPolicy,
+    task: Task,
+    stepper: Stepper,
+    seeds: Sequence[int],
+    videos: Sequence[Path | None],
+    opts: RolloutOptions,
+    bar: Progress,
+) -> list[dict[str, Any]]:
+    """Drive fresh episodes of the wave with `stepper`, closing it whatever happens."""
+    try:
+        return _drive(policy, task, stepper, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar)
+    finally:
+        stepper.close()
+
+
 def run_wave(
     policy: BatchPolicy,
     task: Task,
@@ -563,31 +579,19 @@ def run_wave(
 
         try:
             sharded = ShardedStepper(task, videos, opts, opts.env_workers)
-            try:
-                return _drive(
-                    policy, task, sharded, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar
-                )
-            finally:
-                sharded.close()
+            return _run_with(policy, task, sharded, seeds, videos, opts, bar)
         except EnvFailure as exc:
             log.warning("env workers failed in the wave from seed %d (%s); re-running it here", seeds[0], exc)
             bar.rollback()
     try:
-        stepper = _VectorStepper(task, videos, opts, vector)
-        try:
-            return _drive(policy, task, stepper, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar)
-        finally:
-            stepper.close()
+        vectorised = _VectorStepper(task, videos, opts, vector)
+        return _run_with(policy, task, vectorised, seeds, videos, opts, bar)
     except EnvFailure as exc:
         log.warning(
             "an env raised in the wave from seed %d (%s); re-running the wave env by env", seeds[0], exc
         )
         bar.rollback()
-    serial = SerialStepper(task, videos, opts)
-    try:
-        return _drive(policy, task, serial, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar)
-    finally:
-        serial.close()
+    return _run_with(policy, task, SerialStepper(task, videos, opts), seeds, videos, opts, bar)
 
 
 def check_rollout_args(

@@ -102,7 +102,7 @@ class ChunkPolicy(nn.Module):
     # ---------------------------------------------------------------- normalisation
     def set_normalization(self, stats: dict[str, dict[str, np.ndarray]]) -> None:
         """Set min/max statistics per field ('obs', 'action', and 'goal' for goal vectors)."""
-        self._clear_caches()
+        self._scales.clear()  # the only cache that depends on them
         for name in self.normalized_fields():
             if name not in stats:
                 raise ScorePolicyError(f"normalisation statistics: field '{name}' missing")
