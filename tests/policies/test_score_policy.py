@@ -150,6 +150,39 @@ def test_frozen_inference_copy_matches_eager_and_is_dropped_on_train(denoiser: s
     assert "_fast" not in "".join(policy.state_dict())
 
 
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+@pytest.mark.parametrize("sampler", ["ddim", "heun", "dpmpp_2m"])
+def test_whole_chunk_graph_matches_step_by_step_sampling(denoiser: str, sampler: str) -> None:
+    """Frozen policies with a deterministic sampler run each chunk as one traced graph: same actions."""
+    policy = tiny_policy(denoiser).eval()
+    policy.cfg.diffusion.sampler = sampler  # type: ignore[assignment]
+    for p in policy.denoiser.out.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    frozen = ScorePolicy(policy.cfg)
+    frozen.load_state_dict(policy.state_dict())
+    frozen.optimize_for_inference()
+    for batch, nfe in ((1, 3), (5, 3), (3, 5)):
+        obs = torch.from_numpy(toy_windows().batch(np.arange(batch))["obs"])
+        noise = torch.randn(batch, 4, 2)
+        step_by_step = policy.predict_action_chunk(obs, noise=noise, nfe=nfe)
+        graph = frozen.predict_action_chunk(obs, noise=noise, nfe=nfe)
+        assert torch.allclose(step_by_step, graph, atol=1e-4), (batch, nfe)
+    assert len(frozen._graphs) == 2 and all(g is not None for g in frozen._graphs.values())
+    assert not policy._graphs  # never built while not frozen
+
+
+def test_stochastic_sampler_is_not_traced() -> None:
+    """Euler-ancestral draws noise at every step: it keeps the step-by-step path and its RNG stream."""
+    policy = tiny_policy()
+    policy.cfg.diffusion.sampler = "euler_ancestral"
+    obs = torch.from_numpy(toy_windows().batch(np.arange(2))["obs"])
+    policy.reset(seed=3)
+    eager = policy.predict_action_chunk(obs)
+    policy.optimize_for_inference().reset(seed=3)
+    assert torch.allclose(policy.predict_action_chunk(obs), eager, atol=1e-5)
+    assert not policy._graphs
+
+
 def test_frozen_normalisation_cache_follows_new_statistics() -> None:
     """Scales kept while frozen are dropped when the statistics change (set_normalization clears them)."""
     policy = tiny_policy().optimize_for_inference()
@@ -164,3 +197,23 @@ def test_frozen_normalisation_cache_follows_new_statistics() -> None:
     )
     assert torch.allclose(policy.normalize("action", x), torch.full((1, 2), 0.5))
     assert not torch.equal(policy.normalize("action", x), before)
+
+
+def test_whole_chunk_graph_follows_new_statistics() -> None:
+    """The graph holds the statistics as constants: new statistics rebuild it."""
+    policy = tiny_policy().optimize_for_inference()
+    obs = torch.from_numpy(toy_windows().batch(np.arange(2))["obs"])
+    noise = torch.randn(2, 4, 2)
+    before = policy.predict_action_chunk(obs, noise=noise)
+    assert policy._graphs
+    stats = {
+        "obs": {"min": np.full(policy.cfg.obs_dim, -4.0), "max": np.full(policy.cfg.obs_dim, 4.0)},
+        "action": {"min": np.full(2, -20.0), "max": np.full(2, 20.0)},
+    }
+    policy.set_normalization(stats)
+    assert not policy._graphs
+    after = policy.predict_action_chunk(obs, noise=noise)
+    reference = tiny_policy()
+    reference.set_normalization(stats)
+    assert torch.allclose(after, reference.predict_action_chunk(obs, noise=noise), atol=1e-4)
+    assert not torch.allclose(after, before, atol=1e-2)

@@ -102,13 +102,17 @@ class ChunkPolicy(nn.Module):
     # ---------------------------------------------------------------- normalisation
     def set_normalization(self, stats: dict[str, dict[str, np.ndarray]]) -> None:
         """Set min/max statistics per field ('obs', 'action', and 'goal' for goal vectors)."""
-        self._scales.clear()  # the only cache that depends on them
+        self._drop_statistics_caches()
         for name in self.normalized_fields():
             if name not in stats:
                 raise ScorePolicyError(f"normalisation statistics: field '{name}' missing")
             for key in ("min", "max"):
                 getattr(self, f"{name}_{key}").copy_(torch.as_tensor(stats[name][key], dtype=torch.float32))
         check_normalization(self, "normalisation statistics")
+
+    def _drop_statistics_caches(self) -> None:
+        """Forget what was computed from the normalisation statistics (they are about to change)."""
+        self._scales.clear()
 
     def _scale(self, name: str) -> tuple[Tensor, Tensor]:
         """(mid, half-range) of a field; kept while frozen for inference (the statistics cannot change)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -26,6 +27,9 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
 from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config, read_policy_config
 from scorepolicy.policies.config import DiffusionConfig, PolicyConfig
+
+DETERMINISTIC_SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
+"""Samplers that draw no noise after the initial sample: a chunk is a fixed function of (obs, noise)."""
 
 
 def check_config(cfg: PolicyConfig, where: str = "config") -> None:
@@ -64,6 +68,7 @@ class ScorePolicy(ChunkPolicy):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__(cfg)
         self._schedules: dict[tuple[Any, ...], ScheduleLevels] = {}
+        self._graphs: dict[tuple[Any, ...], torch.jit.ScriptModule | None] = {}
 
     @classmethod
     def check_config(cls, cfg: PolicyConfig, where: str = "config") -> None:
@@ -72,6 +77,11 @@ class ScorePolicy(ChunkPolicy):
     def _clear_caches(self) -> None:
         super()._clear_caches()
         self._schedules.clear()
+        self._graphs.clear()
+
+    def _drop_statistics_caches(self) -> None:
+        super()._drop_statistics_caches()
+        self._graphs.clear()  # the graphs hold the statistics as constants
 
     # ---------------------------------------------------------------- training
     def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -159,14 +169,24 @@ class ScorePolicy(ChunkPolicy):
         """
         cfg = self.cfg
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
-        state, goal = self.split_observation(obs.float(), goal)
-        cond = self._sampling_condition(self.normalize("obs", state), goal, guidance)
-        levels = self._schedule(nfe)
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         if noise is None:
             noise = torch.randn(shape, generator=self.generator)
         elif tuple(noise.shape) != shape:
             raise ScorePolicyError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
+        graph = self._chunk_graph(nfe)
+        if graph is not None:
+            return graph(obs.float(), noise.float())
+        return self._sample_chunk(obs.float(), noise, goal, nfe, guidance)
+
+    def _sample_chunk(
+        self, obs: Tensor, noise: Tensor, goal: Goal | None, nfe: int | None, guidance: float | None
+    ) -> Tensor:
+        """Raw observation histories and standard-normal noise → raw action chunks (the sampler run)."""
+        cfg = self.cfg
+        state, goal = self.split_observation(obs, goal)
+        cond = self._sampling_condition(self.normalize("obs", state), goal, guidance)
+        levels = self._schedule(nfe)
         lam = cfg.goal.guidance if guidance is None else guidance
         guided = len(cond) == 2
         cond_all = torch.cat(cond) if guided else cond[0]
@@ -185,6 +205,44 @@ class ScorePolicy(ChunkPolicy):
         sampler = get_sampler(cfg.diffusion.sampler)
         x = sampler(denoise, noise * levels.sigmas[0], levels.sigmas, generator=self.generator)
         return self.unnormalize("action", x.clamp(-1.0, 1.0))
+
+    def _chunk_graph(self, nfe: int | None) -> torch.jit.ScriptModule | None:
+        """The whole chunk (condition, every sampler step, unnormalisation) as one frozen TorchScript
+        graph, built on first use per schedule while frozen; None where it does not apply.
+
+        At batch 1 a chunk costs per-op dispatch more than arithmetic, and one graph removes Python's
+        share of it (about halves the time). Deterministic samplers only, without goals, MLP or
+        transformer denoisers (MoDE keeps its own per-level expert cache).
+        """
+        cfg, d = self.cfg, self.cfg.diffusion
+        if (
+            not self._frozen
+            or cfg.goal.enabled
+            or cfg.denoiser == "mode"
+            or d.sampler not in DETERMINISTIC_SAMPLERS
+        ):
+            return None
+        key = (nfe or d.nfe, *dataclasses.astuple(d))
+        if key not in self._graphs:  # a failed trace is remembered as None
+            self._graphs[key] = self._trace_chunk(nfe)
+        return self._graphs[key]
+
+    def _trace_chunk(self, nfe: int | None) -> torch.jit.ScriptModule | None:
+        """Trace `_sample_chunk` at this schedule into a frozen graph (None if TorchScript fails here)."""
+        cfg, fast = self.cfg, list(self._fast)
+        obs = torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim)
+        noise = torch.zeros(2, cfg.horizon, cfg.action_dim)
+        self._fast.clear()  # trace the eager denoiser into the one graph
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer and deprecation notices of torch.jit
+                traced = torch.jit.trace(_ChunkSampler(self, nfe).eval(), (obs, noise), check_trace=False)
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        except Exception as e:  # a torch without TorchScript: stay on the step-by-step path
+            warnings.warn(f"whole-chunk graph unavailable ({e}); sampling step by step", stacklevel=3)
+            return None
+        finally:
+            self._fast[:] = fast
 
     def _sampling_condition(self, obs: Tensor, goal: Goal | None, guidance: float | None) -> list[Tensor]:
         """[cond] for one pass, or [uncond, cond] when guidance mixes both."""
@@ -230,6 +288,17 @@ class ScorePolicy(ChunkPolicy):
             return (self._fast[0] if self._fast else self.denoiser)(x_in, feat, cond)
 
         return net
+
+
+class _ChunkSampler(torch.nn.Module):
+    """`policy._sample_chunk(obs, noise)` at a fixed schedule, as a module for torch.jit.trace."""
+
+    def __init__(self, policy: ScorePolicy, nfe: int | None) -> None:
+        super().__init__()
+        self.policy, self.nfe = policy, nfe
+
+    def forward(self, obs: Tensor, noise: Tensor) -> Tensor:
+        return self.policy._sample_chunk(obs, noise, None, self.nfe, None)
 
 
 __all__ = ["DiffusionConfig", "PolicyConfig", "ScorePolicy", "read_policy_config"]
