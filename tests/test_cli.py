@@ -110,3 +110,36 @@ def test_unknown_task_lists_the_valid_ones(capsys: pytest.CaptureFixture[str]) -
         main(["train", "--task", "walker"])
     assert e.value.code == 2
     assert "pusht" in capsys.readouterr().err
+
+
+def test_select_installs_the_best_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`select` rolls out every snapshot on validation seeds and installs the best as RUN/best."""
+    run = tmp_path / "r"
+    train = ["train", "--task", "obstacles", "--out", str(run), "--dataset.n-demos", "10"]
+    train += ["--train.steps", "30", "--train.checkpoint-every", "10", "--train.warmup-steps", "5"]
+    train += ["--train.no-progress", "--train.no-tensorboard", "--policy.mlp.width", "32"]
+    assert main(train) == 0
+    assert main(["select", str(run), "--episodes", "6", "--seed", "7", "--metric", "success_rate"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "selection.json").read_text())
+    rows = summary["snapshots"]
+    assert [r["snapshot"] for r in rows] == ["step_0000010", "step_0000020", "step_0000030"]
+    best = max(rows, key=lambda r: r["success_rate"])
+    assert summary["best"] == best["snapshot"] and "<- best" in out
+    assert summary["first_seed"] == 7 and summary["episodes"] == 6
+    chosen = run / "checkpoints" / best["snapshot"] / "model.safetensors"
+    assert (run / "best" / "model.safetensors").read_bytes() == chosen.read_bytes()
+    assert main(["eval", str(run / "best"), "--episodes", "2", "--no-latency"]) == 0  # task known
+    assert main(["select", str(run), "--episodes", "2"]) == 0  # re-selection replaces best/ whole
+    installed = {p.name for p in (run / "best").iterdir()}
+    assert installed == {p.name for p in chosen.parent.iterdir()} | {"train_config.json"}
+    assert not list(run.glob(".best*"))  # no staging left behind
+
+
+def test_select_without_snapshots_says_how_to_keep_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    tiny_policy().save_pretrained(run)
+    (run / "train_config.json").write_text(json.dumps({"task": "obstacles"}))
+    _one_line_error(capsys, main(["select", str(run)]), "keep-snapshots")

@@ -239,6 +239,61 @@ def evaluate_run(
     return evaluate(policy, the_task, cfg, extra=extra, policy_factory=factory)
 
 
+SELECTION_KEYS = ("mean_score", "mean_max_coverage", "success_rate", "success_ci", "mean_length", "n_errors")
+
+
+def select_snapshot(
+    run_dir: Path, cfg: EvalConfig, *, nfe: int | None = None, metric: str | None = None
+) -> dict[str, Any]:
+    """Evaluate every kept snapshot of a run on cfg's seeds and install the best as run_dir/best.
+
+    Use validation seeds here, never the seeds results are reported on. `metric` defaults to the task's
+    mean score where it has one (Push-T), else the success rate; ties go to the earlier snapshot.
+    The table is written to run_dir/selection.json; run_dir/best evaluates and loads like a run.
+    """
+    snapshots = sorted((run_dir / "checkpoints").glob("step_*"))
+    if not snapshots:
+        raise ScorePolicyError(
+            f"{run_dir}/checkpoints: no snapshots to choose from; train with --train.keep-snapshots > 0"
+        )
+    task = run_task_name(run_dir)
+    rows = []
+    for snap in snapshots:
+        result = evaluate_run(snap, dataclasses.replace(cfg, progress=False), task=task, nfe=nfe)
+        rows.append({"snapshot": snap.name, **{k: result[k] for k in SELECTION_KEYS if k in result}})
+    metric = metric or ("mean_score" if "mean_score" in rows[0] else "success_rate")
+    if metric not in rows[0]:
+        raise ScorePolicyError(f"--metric {metric}: the {task} task does not report it; use success_rate")
+    best = max(rows, key=lambda r: float(r[metric]))
+    install_snapshot(run_dir / "checkpoints" / best["snapshot"], run_dir / "best")
+    first = cfg.seed if cfg.seed is not None else get_task(task).default_seed
+    summary = {
+        "run": str(run_dir),
+        "metric": metric,
+        "nfe": nfe,
+        "first_seed": first,
+        "episodes": cfg.episodes,
+        "best": best["snapshot"],
+        "snapshots": rows,
+    }
+    atomic_write_json(run_dir / "selection.json", summary)
+    return summary
+
+
+def install_snapshot(snapshot: Path, target: Path) -> None:
+    """Copy a snapshot (weights + config, plus the run's train_config.json) to `target`, replacing it whole."""
+    staging = target.with_name(f".{target.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(snapshot, staging)
+    shutil.copy2(snapshot.parent.parent / "train_config.json", staging / "train_config.json")
+    retired = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def measure_latency(
     policy: ChunkPolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
 ) -> dict[str, Any]:

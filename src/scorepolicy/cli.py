@@ -86,6 +86,30 @@ class Latency:
 
 
 @dataclass
+class Select:
+    """Pick the best kept snapshot of a run by rollouts on validation seeds; install it as RUN/best.
+
+    Checkpoints of one run differ by several points of success; this chooses among them on seeds kept
+    apart from the ones results are reported on (then: scorepolicy eval RUN/best).
+    """
+
+    run: tyro.conf.Positional[Path]
+    """Run directory written by `scorepolicy train` (its checkpoints/step_* snapshots are the candidates)."""
+    episodes: int = 100
+    """Validation episodes per snapshot (per task for multi-task suites)."""
+    seed: int = 0
+    """First validation seed; keep these apart from the reported seeds (Push-T reports 100000..)."""
+    nfe: int | None = None
+    """Denoiser evaluations per chunk (default: the run's config)."""
+    metric: Literal["auto", "mean_score", "success_rate"] = "auto"
+    """What to maximise: auto is the task's mean score where it has one (Push-T), else success."""
+    n_envs: int = 50
+    """Environments stepped together (the policy's batch)."""
+    env_workers: int = 1
+    """Processes stepping each wave's envs; same results."""
+
+
+@dataclass
 class Demo:
     """Generate expert demos of the bundled obstacle task, train, evaluate, count routes, plot (no download)."""
 
@@ -110,6 +134,7 @@ Command = (
     ]
     | Annotated[Eval, tyro.conf.subcommand("eval")]
     | Annotated[Latency, tyro.conf.subcommand("latency")]
+    | Annotated[Select, tyro.conf.subcommand("select")]
     | Annotated[DataCommand, tyro.conf.subcommand("data", description="Inspect, validate, convert datasets.")]
     | Annotated[Compare, tyro.conf.subcommand("compare")]
     | Annotated[PlanSize, tyro.conf.subcommand("plan")]
@@ -163,6 +188,17 @@ def do_latency(args: Latency) -> None:
         atomic_write_json(args.json, {"run": str(args.run), **result})
 
 
+def do_select(args: Select) -> None:
+    cfg = EvalConfig(episodes=args.episodes, seed=args.seed, n_envs=args.n_envs, env_workers=args.env_workers)
+    metric = None if args.metric == "auto" else args.metric
+    summary = api.select_snapshot(args.run, cfg, nfe=args.nfe, metric=metric)
+    for row in summary["snapshots"]:
+        score = f"score {row['mean_score']:.3f}, " if "mean_score" in row else ""
+        mark = "  <- best" if row["snapshot"] == summary["best"] else ""
+        print(f"{row['snapshot']}: {score}success {row['success_rate']:.2f}{mark}")
+    print(f"installed {summary['best']} as {args.run / 'best'}; table in {args.run / 'selection.json'}")
+
+
 def do_demo(args: Demo) -> None:
     summary = api.run_demo(
         args.out, n_demos=args.n_demos, steps=args.steps, episodes=args.episodes, nfe=args.nfe, seed=args.seed
@@ -201,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             do_eval(command)
         elif isinstance(command, Latency):
             do_latency(command)
+        elif isinstance(command, Select):
+            do_select(command)
         elif isinstance(command, Compare):
             print(run_compare(command))
         elif isinstance(command, PlanSize):
