@@ -1,9 +1,12 @@
 """Push-T state benchmark under the Diffusion Policy low-dim protocol.
 
 Trains the documented default score policy on 90 training episodes of the shared Push-T demonstrations
-(seed-42 split), then evaluates 50 episodes (env seeds 100000..100049, 300 steps) at NFE 1, 2, 3, 5, 10
-and 20: mean score, mean max coverage, success with its Wilson 95% interval, and latency per action chunk
-(batch 1, one thread, best of three medians of 300 calls, timed after all rollouts). Prints a table, writes benchmarks/results/pusht.json and pusht.png.
+(seed-42 split) and chooses among its kept snapshots by 100 rollouts on validation seeds 0..99. The
+chosen one is evaluated on 50 episodes (env seeds 100000..100049, 300 steps) at NFE 1, 2, 3, 5, 10 and
+20: mean score, mean max coverage, success with its Wilson 95% interval, and latency per action chunk
+(batch 1, one thread, best of three medians of 300 calls, timed after all rollouts). Every snapshot is
+also evaluated on the evaluation seeds, to show the spread. Prints a table, writes
+benchmarks/results/pusht.json and pusht.png.
 
     python benchmarks/pusht.py --data ../shared/data/pusht_cchi_v7_replay.zarr
 """
@@ -47,7 +50,13 @@ class Args:
     seed: int = 100_000
     """First evaluation seed."""
     snapshots: bool = True
-    """Also evaluate every kept snapshot at the config's NFE (checkpoint spread)."""
+    """Also evaluate every kept snapshot at the config's NFE on the evaluation seeds (checkpoint spread)."""
+    select: bool = True
+    """Choose the snapshot to report by rollouts on validation seeds (`scorepolicy select`); else the last."""
+    val_episodes: int = 100
+    """Validation episodes per snapshot for the choice."""
+    val_seed: int = 0
+    """First validation seed (apart from the evaluation seeds)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     training: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=30_000, checkpoint_every=5_000, num_threads=1)
@@ -148,9 +157,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main(args: Args) -> None:
     minutes = train_policy(args) if args.train else logged_train_minutes(args.run)
-    rows = [evaluate_nfe(args.run, n, args) for n in args.nfe]
+    selection, chosen = None, args.run
+    if args.select:
+        val = EvalConfig(episodes=args.val_episodes, seed=args.val_seed, progress=False)
+        selection, chosen = api.select_snapshot(args.run, val), args.run / "best"
+        print(f"chosen on validation seeds: {selection['best']}")
+    rows = [evaluate_nfe(chosen, n, args) for n in args.nfe]
     for row in rows:  # timed after all rollouts, so that no evaluation shares the machine
-        lat = best_latency(api.load_policy(args.run, row["nfe"]))
+        lat = best_latency(api.load_policy(chosen, row["nfe"]))
         row.update(ms_per_chunk=lat["ms_per_chunk"], latency_round_medians_ms=lat["round_medians_ms"])
     print_table(rows)
     policy = ScorePolicy.from_pretrained(args.run)
@@ -171,6 +185,8 @@ def main(args: Args) -> None:
         "train_minutes": minutes,
         "policy": to_dict(policy.cfg),
         "train": to_dict(args.training),
+        "evaluated": str(chosen),
+        "selection_on_validation_seeds": selection,
         "nfe_sweep": rows,
         "snapshots_at_default_nfe": snapshots,
         "transformer_latency": tf,
