@@ -135,3 +135,20 @@ def test_goal_conditioned_config_on_a_task_without_goals_is_refused_before_train
     data = WindowDataset(obs, obs[:, : task.action_dim].copy(), np.array([20, 40]), n_obs_steps=2, horizon=16)
     with pytest.raises(ScorePolicyError, match="carries no goals"):
         make_policy(task, cfg, data, seed=0)
+
+
+def test_observation_noise_touches_only_the_state_and_only_in_training() -> None:
+    """obs_noise: Gaussian noise of obs_noise × half-range on the state entries; goal entries untouched."""
+    policy = goal_policy()
+    obs = obs_with_goal(4000)
+    batch = {"obs": obs, "action": torch.zeros(4000, 4, 2)}
+    assert policy.train().augment_observations(batch, None) is batch  # off by default
+    policy.cfg.obs_noise = 0.05
+    assert policy.eval().augment_observations(batch, None) is batch  # never at inference / validation
+    noisy = policy.train().augment_observations(batch, torch.Generator().manual_seed(0))["obs"]
+    assert torch.equal(noisy[..., STATE_DIM:], obs[..., STATE_DIM:])
+    half = (policy.obs_max - policy.obs_min) / 2
+    measured = (noisy[..., :STATE_DIM] - obs[..., :STATE_DIM]).reshape(-1, STATE_DIM).std(dim=0)
+    assert torch.allclose(measured, 0.05 * half, rtol=0.05)
+    again = policy.augment_observations(batch, torch.Generator().manual_seed(0))["obs"]
+    assert torch.equal(noisy, again)  # seeded

@@ -135,6 +135,18 @@ class ChunkPolicy(nn.Module):
         return x * half + mid
 
     # ---------------------------------------------------------------- conditioning
+    def augment_observations(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """The training batch with cfg.obs_noise × half-range Gaussian noise on the observed state
+        (goal entries untouched); unchanged, and no random numbers drawn, when off or not training."""
+        if self.cfg.obs_noise <= 0 or not self.training:
+            return batch
+        obs, n = batch["obs"], self.cfg.goal.obs_width
+        state = obs[..., : obs.shape[-1] - n]
+        noise = torch.randn(state.shape, generator=generator) * (self.cfg.obs_noise * self._scale("obs")[1])
+        return {**batch, "obs": torch.cat([state + noise, obs[..., state.shape[-1] :]], dim=-1)}
+
     def split_observation(self, obs: Tensor, goal: Goal | None = None) -> tuple[Tensor, Goal | None]:
         """Raw observation histories (B, T_o, obs_dim) → (the observation part, the goal).
 

@@ -59,7 +59,8 @@ class MSEBCPolicy(ChunkPolicy):
     ) -> tuple[Tensor, dict[str, float]]:
         """MSE between the predicted and the demonstrated normalised action chunk."""
         target = self.normalize("action", batch["action"])
-        pred = self._regress(_condition(self, batch["obs"], _batch_goal(batch)))
+        obs = self.augment_observations(batch, generator)["obs"]
+        pred = self._regress(_condition(self, obs, _batch_goal(batch)))
         loss = torch.nn.functional.mse_loss(pred, target)
         return loss, {"loss": float(loss.detach()), "mse": float(loss.detach())}
 
@@ -168,7 +169,7 @@ class DDPMPolicy(ChunkPolicy):
     ) -> tuple[Tensor, dict[str, float]]:
         """ε-prediction MSE at a uniformly drawn step t of each sample."""
         x0 = self.normalize("action", batch["action"])
-        cond = _condition(self, batch["obs"], _batch_goal(batch))
+        cond = _condition(self, self.augment_observations(batch, generator)["obs"], _batch_goal(batch))
         b = x0.shape[0]
         t = torch.randint(0, self.cfg.ddpm.train_steps, (b,), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)

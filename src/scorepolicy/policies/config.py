@@ -133,3 +133,6 @@ class PolicyConfig:
     """DDPM baseline settings (used when kind='ddpm')."""
     seed: int = 0
     """Seed of the sampling noise generator."""
+    obs_noise: float = 0.0
+    """Training augmentation: std of Gaussian noise added to the observed state (not the goal entries),
+    as a fraction of each entry's normalisation half-range (Push-T: 0.01 ≈ 2.5 px); 0 = off."""

@@ -124,7 +124,7 @@ class ScorePolicy(ChunkPolicy):
         independently noised copies of its action chunk: B·K denoising examples per batch.
         """
         x0 = self.normalize("action", batch["action"])
-        cond = self.training_condition(batch, generator)
+        cond = self.training_condition(self.augment_observations(batch, generator), generator)
         k = self.cfg.diffusion.train_copies
         if k > 1:
             cond, x0 = cond.repeat_interleave(k, dim=0), x0.repeat_interleave(k, dim=0)

@@ -72,7 +72,7 @@ def make_state(policy: ChunkPolicy, cfg: TrainConfig) -> TrainState:
     return TrainState(
         step=0,
         model=policy,
-        ema=copy.deepcopy(policy).requires_grad_(False),
+        ema=copy.deepcopy(policy).requires_grad_(False).eval(),  # validation sees no augmentation
         optimizer=optimizer,
         data_rng=np.random.default_rng(cfg.seed),
         noise_gen=torch.Generator().manual_seed(cfg.seed + 1),
