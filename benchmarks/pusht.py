@@ -25,7 +25,7 @@ import tyro
 from scorepolicy import api
 from scorepolicy.evaluation import EvalConfig
 from scorepolicy.files import atomic_write_json, to_dict
-from scorepolicy.policies import PolicyConfig, ScorePolicy
+from scorepolicy.policies import ChunkPolicy, PolicyConfig, ScorePolicy
 from scorepolicy.training import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -105,7 +105,7 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
     }
 
 
-def best_latency(policy: ScorePolicy, rounds: int = 3) -> dict[str, Any]:
+def best_latency(policy: ChunkPolicy, rounds: int = 3) -> dict[str, Any]:
     """Batch-1, one-thread latency: the lowest of `rounds` medians (this VM's timings are noisy)."""
     runs = [api.measure_latency(policy, batch=1, threads=1, repeats=300) for _ in range(rounds)]
     best = min(runs, key=lambda r: r["ms_per_chunk"])
@@ -180,14 +180,14 @@ def main(args: Args) -> None:
     policy = ScorePolicy.from_pretrained(args.run)
     snapshots = []
     if args.snapshots:  # each snapshot sampled exactly like the final model
+        cfg = EvalConfig(episodes=args.episodes, seed=args.seed)
         ssm = policy.cfg.diffusion.sample_sigma_max
-        for snap in sorted((args.run / "checkpoints").glob("step_*")):
-            cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
-            r = api.evaluate_run(snap, cfg, task="pusht", sample_sigma_max=ssm)
-            snapshots.append(
-                {"snapshot": snap.name, **{k: r[k] for k in ("mean_score", "success_rate", "success_ci")}}
-            )
-            print(f"{snap.name}: score {r['mean_score']:.3f}, success {r['success_rate']:.2f}")
+        rows_all = api.evaluate_snapshots(args.run, cfg, task="pusht", sample_sigma_max=ssm)
+        snapshots = [
+            {k: r[k] for k in ("snapshot", "mean_score", "success_rate", "success_ci")} for r in rows_all
+        ]
+        for r in snapshots:
+            print(f"{r['snapshot']}: score {r['mean_score']:.3f}, success {r['success_rate']:.2f}")
     tf = transformer_latency(policy.cfg, policy.cfg.diffusion.nfe)
     print(f"transformer denoiser latency at NFE {tf['nfe']}: {tf['ms_per_chunk']:.3f} ms per chunk")
     result = {

@@ -242,6 +242,29 @@ def evaluate_run(
 SELECTION_KEYS = ("mean_score", "mean_max_coverage", "success_rate", "success_ci", "mean_length", "n_errors")
 
 
+def evaluate_snapshots(
+    run_dir: Path,
+    cfg: EvalConfig,
+    *,
+    task: str | None = None,
+    nfe: int | None = None,
+    sample_sigma_max: float | None = None,
+) -> list[dict[str, Any]]:
+    """One row of results (SELECTION_KEYS) per kept snapshot of a run, each on cfg's seeds."""
+    snapshots = sorted((run_dir / "checkpoints").glob("step_*"))
+    if not snapshots:
+        raise ScorePolicyError(
+            f"{run_dir}/checkpoints: no snapshots to choose from; train with --train.keep-snapshots > 0"
+        )
+    task = task or run_task_name(run_dir)
+    quiet = dataclasses.replace(cfg, progress=False)
+    rows = []
+    for snap in snapshots:
+        result = evaluate_run(snap, quiet, task=task, nfe=nfe, sample_sigma_max=sample_sigma_max)
+        rows.append({"snapshot": snap.name, **{k: result[k] for k in SELECTION_KEYS if k in result}})
+    return rows
+
+
 def select_snapshot(
     run_dir: Path, cfg: EvalConfig, *, nfe: int | None = None, metric: str | None = None
 ) -> dict[str, Any]:
@@ -251,16 +274,8 @@ def select_snapshot(
     mean score where it has one (Push-T), else the success rate; ties go to the earlier snapshot.
     The table is written to run_dir/selection.json; run_dir/best evaluates and loads like a run.
     """
-    snapshots = sorted((run_dir / "checkpoints").glob("step_*"))
-    if not snapshots:
-        raise ScorePolicyError(
-            f"{run_dir}/checkpoints: no snapshots to choose from; train with --train.keep-snapshots > 0"
-        )
     task = run_task_name(run_dir)
-    rows = []
-    for snap in snapshots:
-        result = evaluate_run(snap, dataclasses.replace(cfg, progress=False), task=task, nfe=nfe)
-        rows.append({"snapshot": snap.name, **{k: result[k] for k in SELECTION_KEYS if k in result}})
+    rows = evaluate_snapshots(run_dir, cfg, task=task, nfe=nfe)
     metric = metric or ("mean_score" if "mean_score" in rows[0] else "success_rate")
     if metric not in rows[0]:
         raise ScorePolicyError(f"--metric {metric}: the {task} task does not report it; use success_rate")

@@ -255,16 +255,8 @@ class ChunkPolicy(nn.Module):
             cond = self.condition(torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim - cfg.goal.obs_width), None)
             feat = self.denoiser.sigma_features(torch.zeros(1))
             x = torch.zeros(2, cfg.horizon, cfg.action_dim)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tracer and deprecation notices of torch.jit
-                    traced = torch.jit.trace(self.denoiser, (x, feat, cond), check_trace=False)
-                    self._fast[:] = [torch.jit.optimize_for_inference(torch.jit.freeze(traced))]
-            except Exception as e:  # a torch without TorchScript: stay on the eager path
-                warnings.warn(
-                    f"optimize_for_inference unavailable ({e}); using eager inference", stacklevel=2
-                )
-                self._fast.clear()
+            fast = frozen_trace(self.denoiser, (x, feat, cond), "optimize_for_inference", "eager inference")
+        self._fast[:] = [fast] if fast is not None else []
         return self
 
     def _clear_caches(self) -> None:
@@ -358,6 +350,21 @@ class ChunkPolicy(nn.Module):
 
 
 PolicyT = TypeVar("PolicyT", bound=ChunkPolicy)
+
+
+def frozen_trace(
+    module: nn.Module, example: tuple[Tensor, ...], what: str, fallback: str
+) -> torch.jit.ScriptModule | None:
+    """`module` traced at `example`, frozen (weights as constants) and optimised for inference; None,
+    with a warning naming `what` and the `fallback` used instead, where TorchScript fails."""
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation notices of torch.jit
+            traced = torch.jit.trace(module.eval(), example, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    except Exception as e:  # a torch without TorchScript
+        warnings.warn(f"{what} unavailable ({e}); using {fallback}", stacklevel=3)
+        return None
 
 
 def load_checked(policy: ChunkPolicy, path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from scorepolicy.diffusion import (
 from scorepolicy.diffusion.edm import RawNet
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
-from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config, read_policy_config
+from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config, frozen_trace, read_policy_config
 from scorepolicy.policies.config import DiffusionConfig, PolicyConfig
 
 DETERMINISTIC_SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
@@ -222,7 +221,7 @@ class ScorePolicy(ChunkPolicy):
             or d.sampler not in DETERMINISTIC_SAMPLERS
         ):
             return None
-        key = (nfe or d.nfe, *dataclasses.astuple(d))
+        key = self._schedule_key(nfe)
         if key not in self._graphs:  # a failed trace is remembered as None
             self._graphs[key] = self._trace_chunk(nfe)
         return self._graphs[key]
@@ -234,13 +233,9 @@ class ScorePolicy(ChunkPolicy):
         noise = torch.zeros(2, cfg.horizon, cfg.action_dim)
         self._fast.clear()  # trace the eager denoiser into the one graph
         try:
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer and deprecation notices of torch.jit
-                traced = torch.jit.trace(_ChunkSampler(self, nfe).eval(), (obs, noise), check_trace=False)
-                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-        except Exception as e:  # a torch without TorchScript: stay on the step-by-step path
-            warnings.warn(f"whole-chunk graph unavailable ({e}); sampling step by step", stacklevel=3)
-            return None
+            return frozen_trace(
+                _ChunkSampler(self, nfe), (obs, noise), "whole-chunk graph", "step-by-step sampling"
+            )
         finally:
             self._fast[:] = fast
 
@@ -259,10 +254,14 @@ class ScorePolicy(ChunkPolicy):
         conditional = self.condition(obs, goal)
         return [conditional] if lam == 1.0 else [self.condition(obs, None), conditional]
 
+    def _schedule_key(self, nfe: int | None) -> tuple[Any, ...]:
+        """What a schedule (and a whole-chunk graph) depends on: the NFE and every diffusion setting."""
+        d = self.cfg.diffusion
+        return (nfe or d.nfe, *dataclasses.astuple(d))
+
     def _schedule(self, nfe: int | None) -> ScheduleLevels:
         """The σ schedule with per-level σ features (and MoDE's fused experts); cached while frozen."""
-        d = self.cfg.diffusion
-        key = (nfe or d.nfe, *dataclasses.astuple(d))
+        d, key = self.cfg.diffusion, self._schedule_key(nfe)
         if key in self._schedules:
             return self._schedules[key]
         sigmas = self.sigmas(nfe)
