@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scorepolicy.cli import main
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.zarr_replay import write_replay_zarr
 from tests.conftest import tiny_policy
 

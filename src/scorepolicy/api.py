@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorepolicy.core.episodes import Episodes
+from scorepolicy.core.task import Task
 from scorepolicy.data.dataset_task import (
     DATASET_TASK,
     detect_task,
@@ -21,10 +23,8 @@ from scorepolicy.data.dataset_task import (
     no_simulator_message,
     require_valid,
 )
-from scorepolicy.data.episodes import Episodes
 from scorepolicy.data.formats import DataFormat
 from scorepolicy.data.windows import WindowDataset, min_max_stats, split_episodes
-from scorepolicy.envs.base import Task
 from scorepolicy.envs.registry import TaskName, get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate

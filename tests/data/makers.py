@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.lerobot_stats import feature_stats, stats_to_json
 from scorepolicy.data.lerobot_write import write_lerobot_v3
 from scorepolicy.data.zarr_replay import write_replay_zarr

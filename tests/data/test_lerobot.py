@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tests.data.makers import shared_so101, small_episodes, write_v3, write_v21
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.lerobot import read_lerobot, read_lerobot_meta
 from scorepolicy.errors import ScorePolicyError
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data import zarr_replay
-from scorepolicy.data.episodes import Episodes
 from scorepolicy.data.zarr_replay import read_replay_zarr, write_replay_zarr
 from scorepolicy.errors import ScorePolicyError
 

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("gym_pusht")
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.zarr_replay import read_replay_zarr
 from scorepolicy.envs.pusht import (
     PUSHT_TASK,

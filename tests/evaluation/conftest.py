@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from scorepolicy.data.episodes import Episodes
-from scorepolicy.envs.base import Task
+from scorepolicy.core.episodes import Episodes
+from scorepolicy.core.task import Task
 
 SUCCESS_RADIUS = 0.05
 SPEED = 0.1

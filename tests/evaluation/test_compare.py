@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from scorepolicy.cli import main
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.evaluation.report import compare_results

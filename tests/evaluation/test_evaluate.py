@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.evaluation import EvalConfig, Evaluator, evaluate, format_result, wilson_interval
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.envs.obstacles import OBSTACLE_TASK
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import unbatch_infos
 from scorepolicy.evaluation.waves import run_rollouts

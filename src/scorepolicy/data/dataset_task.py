@@ -15,10 +15,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
+from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.data.formats import DataFormat, detect_format, load_dataset
 from scorepolicy.data.validate import DataValidationError, validate_dataset
-from scorepolicy.envs.base import StepInfos, Task
 from scorepolicy.errors import ScorePolicyError
 
 DATASET_TASK = "dataset"

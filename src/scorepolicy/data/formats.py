@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
 
 DataFormat = Literal["lerobot", "zarr", "robomimic"]

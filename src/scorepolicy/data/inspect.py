@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.formats import DataFormat, detect_format, load_dataset
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_bytes

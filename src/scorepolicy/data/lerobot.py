@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.arrow import column_to_numpy, parquet_columns, read_parquet
-from scorepolicy.data.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
 
 FRAME_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")

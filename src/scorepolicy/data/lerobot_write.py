@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.formats import check_finite
 from scorepolicy.data.lerobot import FRAME_COLUMNS
 from scorepolicy.data.lerobot_stats import QUANTILES, Stats, aggregate, feature_stats, stats_to_json

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.dataset_task import DATASET_TASK, actions, load_dataset_task, observations
-from scorepolicy.data.episodes import Episodes
 from scorepolicy.data.windows import split_episodes, window_indices
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import read_json

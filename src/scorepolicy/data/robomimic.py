@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
 
 H5PY_HINT = "reading robomimic HDF5 needs h5py: pip install 'scorepolicy[robomimic]' (or pip install h5py)"

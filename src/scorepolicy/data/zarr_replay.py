@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
+from scorepolicy.core.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_directory
 

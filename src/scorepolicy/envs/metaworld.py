@@ -21,8 +21,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from scorepolicy.data.episodes import Episodes
-from scorepolicy.envs.base import StepInfos, Task
+from scorepolicy.core.episodes import Episodes
+from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.errors import ScorePolicyError
 
 MT10 = (

@@ -19,8 +19,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from scorepolicy.data.episodes import Episodes
-from scorepolicy.envs.base import StepInfos, Task
+from scorepolicy.core.episodes import Episodes
+from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.diversity import behaviour_entropy
 

@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from scorepolicy.data.episodes import Episodes
-from scorepolicy.envs.base import StepInfos, Task
+from scorepolicy.core.episodes import Episodes
+from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.errors import ScorePolicyError
 
 # pygame (imported by gym_pusht) must never try to open a display: rendering is off-screen only.

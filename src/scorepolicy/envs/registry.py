@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 
 TaskName = Literal["pusht", "obstacles", "metaworld-mt10"]

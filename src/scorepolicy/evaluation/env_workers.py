@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.evaluation.rollout import EnvFailure, EpisodeError, RolloutOptions, SerialStepper, StepResult
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.diversity import diversity_metrics
 from scorepolicy.evaluation.journal import EpisodeJournal, journal_path_for

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import BatchPolicy, Progress, RolloutOptions, VectorMode, run_wave
 from scorepolicy.evaluation.waves import Wave, WaveDone, plan_waves, rollout_options

@@ -40,7 +40,7 @@ import numpy as np
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scorepolicy.envs.base import Task
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import (
     BatchPolicy,
