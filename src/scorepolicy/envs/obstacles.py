@@ -19,10 +19,10 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from scorepolicy.core.behaviour import behaviour_entropy
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.evaluation.diversity import behaviour_entropy
 
 
 def equal_gap_centres(n: int, radius: float) -> tuple[float, ...]:
