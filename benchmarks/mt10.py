@@ -32,8 +32,8 @@ import torch
 import tyro
 
 from scorepolicy import api
+from scorepolicy.commands.generate import Generate, run_generate
 from scorepolicy.data.zarr_replay import read_replay_zarr
-from scorepolicy.envs.generate import Generate, run_generate
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.files import atomic_write_json, read_json, to_dict

@@ -21,7 +21,7 @@ from typing import Any
 import tyro
 
 from scorepolicy import api
-from scorepolicy.data.offline_eval import format_offline, offline_evaluate
+from scorepolicy.api.offline_eval import format_offline, offline_evaluate
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_json
 from scorepolicy.policies import PolicyConfig

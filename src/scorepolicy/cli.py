@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 import tyro
 
 from scorepolicy import api
-from scorepolicy.data.commands import DataCommand, run_data_command
+from scorepolicy.commands.compare import Compare, PlanSize, run_compare, run_plan
+from scorepolicy.commands.data import DataCommand, run_data_command
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, format_result
-from scorepolicy.evaluation.commands import Compare, PlanSize, run_compare, run_plan
 from scorepolicy.files import atomic_write_json
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorepolicy.api.runs import load_policy
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.dataset_task import DATASET_TASK, actions, load_dataset_task, observations
 from scorepolicy.data.windows import split_episodes, window_indices
@@ -73,8 +74,6 @@ def held_out_windows(
 
 
 def _predict(run: Path, obs: np.ndarray, seed: int, nfe: int | None) -> tuple[np.ndarray, dict[str, Any]]:
-    from scorepolicy.api import load_policy
-
     policy = load_policy(run, nfe=nfe)
     policy.reset(seed=seed)
     chunks = []

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import tyro
 
+from scorepolicy.commands.generate import Generate, run_generate
 from scorepolicy.data.formats import ConvertTarget, DataFormat
-from scorepolicy.envs.generate import Generate, run_generate
 from scorepolicy.files import atomic_write_json
 
 
@@ -147,7 +147,7 @@ def _plot(cmd: Plot) -> int:
 
 
 def _offline_eval(cmd: OfflineEval) -> int:
-    from scorepolicy.data.offline_eval import format_offline, offline_evaluate
+    from scorepolicy.api.offline_eval import format_offline, offline_evaluate
 
     result = offline_evaluate(cmd.run, cmd.data, baselines=cmd.baselines, seed=cmd.seed, nfe=cmd.nfe)
     print(format_offline(result))

@@ -1,0 +1,45 @@
+"""The Python API behind the CLI, one module per concern (each re-exported here: `from scorepolicy import api`).
+
+- `training`: TrainJob / DataConfig and the pipeline (load data, build datasets, make the policy, train)
+- `runs`: a trained run's task, its policy loaded for inference, installing a snapshot
+- `evaluation`: evaluate a run in its simulator, time its chunks, plot obstacle rollouts
+- `select`: evaluate a run's kept snapshots on validation seeds and install the best as RUN/best
+- `offline_eval`: action-prediction error on held-out episodes (data without a simulator)
+- `demo`: the bundled obstacle-task demo
+"""
+
+from scorepolicy.api.demo import run_demo
+from scorepolicy.api.evaluation import evaluate_run, measure_latency, plot_rollouts
+from scorepolicy.api.runs import install_snapshot, load_policy, run_task_name
+from scorepolicy.api.select import SELECTION_KEYS, evaluate_snapshots, select_snapshot
+from scorepolicy.api.training import (
+    DEFAULT_PUSHT_ZARR,
+    DataConfig,
+    TrainJob,
+    build_datasets,
+    load_episodes,
+    load_task_data,
+    make_policy,
+    run_training,
+)
+
+__all__ = [
+    "DEFAULT_PUSHT_ZARR",
+    "SELECTION_KEYS",
+    "DataConfig",
+    "TrainJob",
+    "build_datasets",
+    "evaluate_run",
+    "evaluate_snapshots",
+    "install_snapshot",
+    "load_episodes",
+    "load_policy",
+    "load_task_data",
+    "make_policy",
+    "measure_latency",
+    "plot_rollouts",
+    "run_demo",
+    "run_task_name",
+    "run_training",
+    "select_snapshot",
+]

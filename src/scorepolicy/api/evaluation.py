@@ -1,0 +1,102 @@
+"""Evaluating a run in its simulator, timing its action chunks, and plotting obstacle-task rollouts."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scorepolicy.api.runs import load_policy, run_task_name
+from scorepolicy.envs.registry import get_task
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation import EvalConfig, evaluate
+from scorepolicy.policies import ChunkPolicy
+from scorepolicy.policies.baselines import denoiser_calls
+
+
+def evaluate_run(
+    run_dir: Path,
+    cfg: EvalConfig,
+    *,
+    task: str | None = None,
+    nfe: int | None = None,
+    sampler: str | None = None,
+    sample_sigma_max: float | None = None,
+    guidance: float | None = None,
+    latency: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a run's policy on its task; the result records the sampling settings and the run.
+
+    Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks). With
+    cfg.backend='ray' every worker loads the run itself. `latency` adds the batch-1 ms per chunk.
+    """
+    factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
+    policy = factory()
+    the_task = get_task(task or run_task_name(run_dir))
+    d = policy.cfg.diffusion
+    extra: dict[str, Any] = {
+        "policy": policy.cfg.kind,
+        "nfe": denoiser_calls(policy),
+        "sampler": {"ddpm": policy.cfg.ddpm.sampler, "mse-bc": None}.get(policy.cfg.kind, d.sampler),
+        "schedule": d.schedule,
+        "sample_sigma_max": d.sample_sigma_max,
+    }
+    if policy.cfg.goal.enabled:
+        extra["guidance"] = policy.cfg.goal.guidance
+    extra["run"] = str(run_dir)
+    fingerprint = {**cfg.fingerprint, **extra}
+    if latency:
+        extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
+    cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks, fingerprint=fingerprint)
+    return evaluate(policy, the_task, cfg, extra=extra, policy_factory=factory)
+
+
+def measure_latency(
+    policy: ChunkPolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
+) -> dict[str, Any]:
+    """Median and p90 wall-clock milliseconds per action chunk (predict_action_chunk) at a batch size."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim)
+        obs[..., : policy.obs_min.shape[0]] += (policy.obs_min + policy.obs_max) / 2  # goal entries: task 0
+        for _ in range(max(10, repeats // 10)):
+            policy.predict_action_chunk(obs)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            policy.predict_action_chunk(obs)
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(previous)
+    times.sort()
+    return {
+        "ms_per_chunk": statistics.median(times),
+        "ms_p90": times[int(0.9 * (len(times) - 1))],
+        "threads": threads,
+        "batch": batch,
+        "nfe": policy.cfg.diffusion.nfe,
+        "sampler": policy.cfg.diffusion.sampler,
+        "denoiser": policy.cfg.denoiser,
+        "repeats": repeats,
+    }
+
+
+def plot_rollouts(result: dict[str, Any], path: Path) -> None:
+    """Obstacle task: a PNG of every rollout (needs records with 'observations')."""
+    if result.get("task") != "obstacles":
+        raise ScorePolicyError(
+            f"--plot draws the obstacle field; task '{result.get('task')}' has no such plot"
+        )
+    from scorepolicy.envs.obstacles_plot import plot_obstacle_rollouts
+
+    episodes = [e for e in result["episodes"] if "observations" in e]
+    trajectories = [np.asarray(e["observations"], dtype=np.float32) for e in episodes]
+    title = f"{round(sum(e['success'] for e in episodes))}/{len(episodes)} successful"
+    plot_obstacle_rollouts(trajectories, [bool(e["success"]) for e in episodes], path, title=title)
