@@ -11,6 +11,7 @@ from torch import Tensor
 
 from scorepolicy.diffusion import (
     SAMPLERS,
+    RowGenerators,
     classifier_free_guidance,
     get_sigmas,
     get_sigmas_karras,
@@ -104,6 +105,33 @@ def test_ancestral_sampler_depends_on_its_generator_only() -> None:
     b = run(gaussian_denoiser, x, sigmas, generator=torch.Generator().manual_seed(3))
     c = run(gaussian_denoiser, x, sigmas, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_row_generators_give_each_row_its_own_stream() -> None:
+    seeds = [11, 12, 13, 14, 15]
+    batch = RowGenerators(seeds).randn((5, 3, 2))
+    for i, seed in enumerate(seeds):  # row i is what a lone generator seeded with seeds[i] draws
+        assert torch.equal(batch[i], torch.randn(3, 2, generator=torch.Generator().manual_seed(seed)))
+    assert torch.equal(RowGenerators(seeds[2:4]).randn((2, 3, 2)), batch[2:4])
+    with pytest.raises(ValueError, match="5 rows"):
+        RowGenerators(seeds).randn((4, 3, 2))
+
+
+def test_ancestral_sampler_rows_do_not_depend_on_the_batch() -> None:
+    # With one generator for the batch, row 1's noise depends on how many rows precede it; with
+    # per-row generators a row samples the same chunk alone or in any batch.
+    sigmas = get_sigmas_karras(5, 0.01, 5.0, 7.0)
+    seeds = [7, 8, 9, 10]
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)) * 5
+    run = SAMPLERS["euler_ancestral"]
+    whole = run(gaussian_denoiser, x, sigmas, generator=RowGenerators(seeds))
+    for i in range(4):
+        alone = run(gaussian_denoiser, x[i : i + 1], sigmas, generator=RowGenerators(seeds[i : i + 1]))
+        assert torch.equal(alone[0], whole[i])
+    shared = run(gaussian_denoiser, x[1:], sigmas, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(
+        shared[0], run(gaussian_denoiser, x, sigmas, generator=torch.Generator().manual_seed(8))[1]
+    )
 
 
 def test_classifier_free_guidance_interpolates_and_skips_passes() -> None:

@@ -3,6 +3,7 @@
 from scorepolicy.diffusion.densities import sample_log_logistic, sample_log_normal, sample_log_uniform
 from scorepolicy.diffusion.edm import Precond, edm_denoise, edm_loss, edm_precond
 from scorepolicy.diffusion.guidance import classifier_free_guidance, guide
+from scorepolicy.diffusion.random import NoiseSource, RowGenerators, randn
 from scorepolicy.diffusion.samplers import (
     SAMPLERS,
     get_sampler,
@@ -22,7 +23,9 @@ from scorepolicy.diffusion.schedules import (
 
 __all__ = [
     "SAMPLERS",
+    "NoiseSource",
     "Precond",
+    "RowGenerators",
     "classifier_free_guidance",
     "edm_denoise",
     "edm_loss",
@@ -33,6 +36,7 @@ __all__ = [
     "get_sigmas_karras",
     "get_sigmas_linear",
     "guide",
+    "randn",
     "sample_ddim",
     "sample_dpmpp_2m",
     "sample_euler",

@@ -4,6 +4,8 @@ Every sampler has one signature: `sample_<name>(denoise, x, sigmas, *, generator
 `denoise(x, sigma) -> x0_hat` is the preconditioned denoiser D(x; σ) with the condition and guidance
 already closed over; `sigma` is passed as a (B,) tensor. `sigmas` is a decreasing schedule ending in 0
 (see `schedules.py`); `x` starts as σ_0 · N(0, I). `callback(i, x, sigma, denoised)` sees every step.
+Stochastic samplers draw their noise from `generator`: one `torch.Generator` for the batch, or
+`RowGenerators` (one stream per row, so a row's samples do not depend on the batch it is in).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from scorepolicy.diffusion.random import NoiseSource, randn
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor, Tensor], None] | None
@@ -28,7 +32,7 @@ def sample_euler(
     x: Tensor,
     sigmas: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | None = None,
     callback: Callback = None,
 ) -> Tensor:
     """Euler steps on dx/dσ = (x − D(x; σ))/σ (Karras et al. 2022, Alg. 1 without the correction)."""
@@ -45,7 +49,7 @@ def sample_heun(
     x: Tensor,
     sigmas: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | None = None,
     callback: Callback = None,
 ) -> Tensor:
     """Heun's second-order method (Karras et al. 2022, Alg. 1); the final step to σ = 0 is Euler."""
@@ -69,7 +73,7 @@ def sample_ddim(
     x: Tensor,
     sigmas: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | None = None,
     callback: Callback = None,
 ) -> Tensor:
     """Deterministic DDIM (η = 0) in VE form: x' = (σ'/σ)·x + (1 − σ'/σ)·D(x; σ).
@@ -91,7 +95,7 @@ def sample_dpmpp_2m(
     x: Tensor,
     sigmas: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | None = None,
     callback: Callback = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in t = −ln σ: a multistep second-order correction of DDIM."""
@@ -124,7 +128,7 @@ def sample_euler_ancestral(
     x: Tensor,
     sigmas: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | None = None,
     callback: Callback = None,
 ) -> Tensor:
     """Euler-ancestral: an Euler step to σ_down, then fresh noise of scale σ_up (Song et al. 2021 reverse SDE)."""
@@ -135,8 +139,7 @@ def sample_euler_ancestral(
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
         x = x + (x - denoised) / sigmas[i] * (sigma_down - sigmas[i])
         if sigmas[i + 1] > 0:
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = x + noise * sigma_up
+            x = x + randn(x.shape, generator, x.dtype) * sigma_up
     return x
 
 

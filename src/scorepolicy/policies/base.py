@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from scorepolicy.diffusion.random import NoiseSource, RowGenerators, randn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import (
     atomic_save_tensors,
@@ -80,6 +82,7 @@ class ChunkPolicy(nn.Module):
             self.register_buffer(f"{name}_min", -torch.ones(dim))
             self.register_buffer(f"{name}_max", torch.ones(dim))
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self._row_generators: RowGenerators | None = None  # one noise stream per batch row, if set
         self._frozen = False  # weights frozen for inference: caches below are valid
         self._fast: list[Any] = []  # a frozen TorchScript copy of the denoiser (not a registered submodule)
         self._scales: dict[str, tuple[Tensor, Tensor]] = {}  # normalisation scales, while frozen
@@ -273,9 +276,35 @@ class ChunkPolicy(nn.Module):
         self._clear_caches()
         return super().load_state_dict(*args, **kwargs)
 
+    # ---------------------------------------------------------------- sampling noise
+    @property
+    def noise_source(self) -> NoiseSource:
+        """Where sampling noise comes from: per-row generators after `reset(seeds=...)`, else `generator`."""
+        return self._row_generators if self._row_generators is not None else self.generator
+
+    def initial_noise(self, batch: int) -> Tensor:
+        """The standard-normal initial noise (batch, T_p, d_a) the policy's next chunk would start from
+        (drawn from `noise_source`; pass it back as `predict_action_chunk(obs, noise=...)`)."""
+        rows = self._row_generators
+        if rows is not None and len(rows) != batch:
+            raise ScorePolicyError(
+                f"sampling noise: reset(seeds=...) gave {len(rows)} rows but the batch has {batch}; "
+                "call policy.reset(seeds=...) with one seed per batch row"
+            )
+        return randn((batch, self.cfg.horizon, self.cfg.action_dim), self.noise_source)
+
     # ---------------------------------------------------------------- acting
-    def reset(self, seed: int | None = None, goal: Goal | None = None) -> None:
-        """Start new episodes: forget history and queued actions; set the goal used by select_action."""
+    def reset(
+        self, seed: int | None = None, goal: Goal | None = None, *, seeds: Sequence[int] | None = None
+    ) -> None:
+        """Start new episodes: forget history and queued actions; set the goal used by select_action.
+
+        `seed` reseeds the one noise stream of the whole batch; `seeds` gives each batch row its own
+        stream instead (row i seeded with seeds[i]), so a row's actions do not depend on the batch size.
+        With neither, the current noise streams continue.
+        """
+        if seed is not None and seeds is not None:
+            raise ScorePolicyError("reset: pass seed (one stream) or seeds (one per row), not both")
         self._obs_history.clear()
         self._action_queue.clear()
         if goal is not None:
@@ -283,6 +312,9 @@ class ChunkPolicy(nn.Module):
         self._goal = goal
         if seed is not None:
             self.generator.manual_seed(seed)
+            self._row_generators = None
+        elif seeds is not None:
+            self._row_generators = RowGenerators(seeds)
 
     def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
         """One action per env for observations (B, d_o) or (d_o,); re-plans every n_action_steps.

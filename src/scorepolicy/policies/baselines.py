@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from scorepolicy.diffusion.random import NoiseSource, randn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config
 from scorepolicy.policies.config import DDPMConfig, PolicyConfig
@@ -108,7 +109,7 @@ def ddpm_sample(
     *,
     sampler: str = "ddpm",
     clip: bool = True,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | None = None,
 ) -> Tensor:
     """Sample from x_T = `noise` down the given steps with ancestral DDPM (fixed-small variance) or DDIM
     (η = 0). Each step predicts x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (clipped to [-1, 1] with `clip`) and moves
@@ -131,7 +132,7 @@ def ddpm_sample(
         var = beta * (1 - a_prev) / (1 - a_t)
         x = mean
         if i + 1 < len(timesteps) and var > 0:
-            x = x + math.sqrt(var) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x + math.sqrt(var) * randn(x.shape, generator, x.dtype)
     return x
 
 
@@ -188,7 +189,7 @@ class DDPMPolicy(ChunkPolicy):
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
         cond = _condition(self, obs, goal if goal is not None else self._goal)
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
-        x_t = torch.randn(shape, generator=self.generator) if noise is None else noise
+        x_t = self.initial_noise(shape[0]) if noise is None else noise
         steps = ddpm_timesteps(cfg.ddpm.train_steps, nfe or cfg.ddpm.inference_steps)
         feats = self._features(torch.tensor(steps))
         index = {t: i for i, t in enumerate(steps)}
@@ -205,7 +206,7 @@ class DDPMPolicy(ChunkPolicy):
             steps,
             sampler=cfg.ddpm.sampler,
             clip=cfg.ddpm.clip_sample,
-            generator=self.generator,
+            generator=self.noise_source,
         )
         return self.unnormalize("action", x0.float().clamp(-1.0, 1.0))
 

@@ -170,7 +170,7 @@ class ScorePolicy(ChunkPolicy):
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         if noise is None:
-            noise = torch.randn(shape, generator=self.generator)
+            noise = self.initial_noise(shape[0])
         elif tuple(noise.shape) != shape:
             raise ScorePolicyError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
         graph = self._chunk_graph(nfe)
@@ -202,7 +202,7 @@ class ScorePolicy(ChunkPolicy):
             return guide(conditional, uncond, lam)
 
         sampler = get_sampler(cfg.diffusion.sampler)
-        x = sampler(denoise, noise * levels.sigmas[0], levels.sigmas, generator=self.generator)
+        x = sampler(denoise, noise * levels.sigmas[0], levels.sigmas, generator=self.noise_source)
         return self.unnormalize("action", x.clamp(-1.0, 1.0))
 
     def _chunk_graph(self, nfe: int | None) -> torch.jit.ScriptModule | None:
