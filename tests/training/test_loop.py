@@ -65,6 +65,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> 
     ema_full = ScorePolicy.from_pretrained(tmp_path / "full").state_dict()
     ema_res = ScorePolicy.from_pretrained(tmp_path / "part").state_dict()
     assert all(torch.equal(ema_full[k], ema_res[k]) for k in ema_full)
+    # the crashed run had logged step 6 after its step-5 checkpoint: the resumed run logs it once
+    steps = [int(r["step"]) for r in csv.DictReader((tmp_path / "part" / "metrics.csv").open())]
+    assert steps == [int(r["step"]) for r in csv.DictReader((tmp_path / "full" / "metrics.csv").open())]
+    assert steps == [2, 4, 5, 6, 8, 10, 12]
 
 
 def test_warmup_steps_do_not_change_the_interrupted_schedule(tmp_path: Path) -> None:

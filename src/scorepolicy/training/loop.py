@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import io
 import math
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scorepolicy.data.windows import WindowDataset
-from scorepolicy.files import atomic_write_json, to_dict
+from scorepolicy.files import atomic_directory, atomic_write_bytes, atomic_write_json, to_dict
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.training.checkpoint import STATE_FILE, TrainState, load_train_state, save_train_state
 from scorepolicy.training.config import TrainConfig
@@ -44,12 +49,16 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·model for parameters; buffers (normaliser) are copied."""
-    ema_params: list[torch.Tensor] = list(ema.parameters())
-    params: list[torch.Tensor] = list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    """ema ← decay·ema + (1 − decay)·model for parameters, matched by name (as k-diffusion's ema_update);
+    buffers (normaliser) are copied. Models whose parameter or buffer names differ are an error."""
+    params, ema_params = dict(model.named_parameters()), dict(ema.named_parameters())
+    buffers, ema_buffers = dict(model.named_buffers()), dict(ema.named_buffers())
+    if params.keys() != ema_params.keys() or buffers.keys() != ema_buffers.keys():
+        raise ValueError("ema_update: the EMA model's parameter or buffer names differ from the model's")
+    names = list(params)
+    torch._foreach_lerp_([ema_params[n] for n in names], [params[n] for n in names], 1.0 - decay)
+    for name, buffer in buffers.items():
+        ema_buffers[name].copy_(buffer)
 
 
 def to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -92,12 +101,17 @@ def validation_loss(policy: ChunkPolicy, data: WindowDataset, n_windows: int = 2
     return float(sum(losses) / len(idx))
 
 
-def save_checkpoint(run_dir: Path, state: TrainState, cfg: TrainConfig) -> None:
-    """EMA model + config at the top of the run dir, a snapshot, and the resumable state (all atomic)."""
+def save_checkpoint(run_dir: Path, state: TrainState, cfg: TrainConfig, *, snapshot: bool = True) -> None:
+    """EMA model + config at the top of the run dir, a snapshot, and the resumable state (all atomic).
+
+    A snapshot under checkpoints/ appears whole (weights and config built in a temporary directory, then
+    renamed), so a reader never sees half of one.
+    """
     ema: Any = state.ema
     ema.save_pretrained(run_dir)
-    if cfg.keep_snapshots > 0:
-        ema.save_pretrained(run_dir / "checkpoints" / f"step_{state.step:07d}")
+    if snapshot and cfg.keep_snapshots > 0:
+        with atomic_directory(run_dir / "checkpoints" / f"step_{state.step:07d}") as tmp:
+            ema.save_pretrained(tmp)
         snapshots = sorted((run_dir / "checkpoints").glob("step_*"))
         for old in snapshots[: -cfg.keep_snapshots]:
             shutil.rmtree(old, ignore_errors=True)
@@ -105,19 +119,28 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: TrainConfig) -> None:
 
 
 class MetricsLog:
-    """metrics.csv (appended, header once) and optionally TensorBoard."""
+    """metrics.csv (appended, header once) and optionally TensorBoard.
+
+    With `resume_step` (a resumed run), rows after that step, written by the interrupted run after its
+    last checkpoint, are cut from metrics.csv and TensorBoard purges its events from that step on, so
+    every step is logged once.
+    """
 
     FIELDS = ("step", "loss", "grad_norm", "lr", "steps_per_s", "val_loss")
 
-    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None) -> None:
         self.path = run_dir / "metrics.csv"
         self.writer: Any = None
+        if resume_step is not None:
+            truncate_metrics(self.path, resume_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
     def write(self, row: dict[str, float]) -> None:
+        """Append one row (and its scalars to TensorBoard)."""
         new = not self.path.exists()
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.FIELDS)
@@ -130,8 +153,49 @@ class MetricsLog:
                     self.writer.add_scalar(f"train/{k}", v, int(row["step"]))
 
     def close(self) -> None:
+        """Flush and close TensorBoard's writer."""
         if self.writer is not None:
             self.writer.close()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Rewrite metrics.csv (atomically) without the rows logged after `step`."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("step") and int(row["step"]) <= step]
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=MetricsLog.FIELDS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, out.getvalue().encode())
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM after writing a checkpoint at the current step."""
+
+
+@contextlib.contextmanager
+def checkpoint_on_signals() -> Iterator[list[int]]:
+    """While active, SIGINT and SIGTERM only record themselves (in the yielded list) so that the loop can
+    finish its step and write a checkpoint; the previous handlers come back afterwards. Outside the main
+    thread (where Python cannot install handlers) nothing changes."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    for sig in previous:
+        signal.signal(sig, record)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train(
@@ -144,7 +208,12 @@ def train(
     resume: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train `policy` on `data` for cfg.steps gradient steps, writing everything into `run_dir`."""
+    """Train `policy` on `data` for cfg.steps gradient steps, writing everything into `run_dir`.
+
+    SIGINT (Ctrl-C) and SIGTERM finish the current step, write a checkpoint and raise TrainingInterrupted;
+    `resume=True` continues from the last checkpoint bit-exactly.
+    """
+    cfg.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads > 0:
@@ -154,10 +223,30 @@ def train(
     if resume:
         load_train_state(run_dir / STATE_FILE, state)
     atomic_write_json(run_dir / "train_config.json", {"train": to_dict(cfg), **(run_config or {})})
+    log = MetricsLog(run_dir, cfg.tensorboard, state.step if resume else None)
+    try:
+        with checkpoint_on_signals() as signals:
+            return _run_steps(policy, data, cfg, run_dir, state, log, val_data, signals)
+    finally:
+        log.close()
+        policy.eval()
+
+
+def _run_steps(
+    policy: ChunkPolicy,
+    data: WindowDataset,
+    cfg: TrainConfig,
+    run_dir: Path,
+    state: TrainState,
+    log: MetricsLog,
+    val_data: WindowDataset | None,
+    signals: list[int],
+) -> TrainResult:
+    """The steps from state.step to cfg.steps, with logs, validation and checkpoints."""
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         state.optimizer, lambda s: lr_factor(s, cfg), state.step - 1
     )
-    log, result = MetricsLog(run_dir, cfg.tensorboard), TrainResult(run_dir, state.step)
+    result = TrainResult(run_dir, state.step)
     bar = tqdm(total=cfg.steps, initial=state.step, disable=not cfg.progress, desc="train", unit="step")
     t0 = tick = time.perf_counter()
     while state.step < cfg.steps:
@@ -175,8 +264,7 @@ def train(
         row: dict[str, float] = {}
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             now = time.perf_counter()
-            rate = cfg.log_every / max(now - tick, 1e-9)
-            tick = now
+            rate, tick = cfg.log_every / max(now - tick, 1e-9), now
             row = {"step": state.step, "loss": float(np.mean(result.losses[-cfg.log_every :]))}
             row.update(grad_norm=float(grad_norm), lr=float(scheduler.get_last_lr()[0]), steps_per_s=rate)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -187,8 +275,15 @@ def train(
             log.write(row)
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             save_checkpoint(run_dir, state, cfg)
+        elif signals:
+            save_checkpoint(run_dir, state, cfg, snapshot=False)
+        if signals and state.step < cfg.steps:
+            bar.close()
+            name = signal.Signals(signals[0]).name
+            raise TrainingInterrupted(
+                f"{name} at step {state.step}: checkpoint written to {run_dir}; continue with "
+                f"scorepolicy train --out {run_dir} --resume"
+            )
     bar.close()
-    log.close()
-    policy.eval()
     result.steps, result.seconds = state.step, time.perf_counter() - t0
     return result
