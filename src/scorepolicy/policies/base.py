@@ -363,13 +363,16 @@ class ChunkPolicy(nn.Module):
 
         Called on ChunkPolicy it returns the family named in config.json.
         """
-        from scorepolicy.policies.registry import policy_class
+        from scorepolicy.policies.registry import improved_policy_class, policy_class
 
         directory = Path(directory)
         if not directory.is_dir():
             raise ScorePolicyError(
                 f"{directory}: no such run directory; pass the --out folder of a training run"
             )
+        improved = improved_policy_class(directory)
+        if improved is not None:  # an RL-improved policy (a frozen base + a small learned part)
+            return improved.from_pretrained(directory)
         cfg = read_policy_config(directory / "config.json")
         family = policy_class(cfg.kind)
         if not issubclass(family, cls):

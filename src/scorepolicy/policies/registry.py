@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from scorepolicy.errors import ScorePolicyError
 
@@ -31,3 +34,21 @@ def policy_class(kind: str) -> type[ChunkPolicy]:
 def build_policy(cfg: PolicyConfig) -> ChunkPolicy:
     """A fresh policy of the family named by cfg.kind."""
     return policy_class(cfg.kind)(cfg)
+
+
+IMPROVED_FORMAT = "scorepolicy/improved-policy"
+IMPROVED_LOADER = "scorepolicy.rl.common"
+"""Module (imported lazily, by path: policies/ never imports rl/ at import time) whose
+`improved_policy_class(kind)` gives the class of an improved policy ('dsrl', 'residual')."""
+
+
+def improved_policy_class(directory: Path) -> Any:
+    """The class of the improved policy (RL on a frozen base) saved in `directory`, or None when the
+    directory holds an ordinary policy."""
+    try:
+        meta = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # the ordinary loader reports missing or invalid files
+    if not isinstance(meta, dict) or meta.get("format") != IMPROVED_FORMAT:
+        return None
+    return importlib.import_module(IMPROVED_LOADER).improved_policy_class(str(meta.get("kind")))
