@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import tyro
 
 from scorepolicy import api
+from scorepolicy.api.jobs import check_resume_flags, recipe_job, saved_job
 from scorepolicy.commands.compare import Compare, PlanSize, run_compare, run_plan
 from scorepolicy.commands.data import DataCommand, run_data_command
 from scorepolicy.diffusion.samplers import SamplerName
@@ -206,8 +207,17 @@ def do_demo(args: Demo) -> None:
     print(json.dumps(summary, indent=2))
 
 
-SHORTHANDS = {"--policy": "--policy.kind", "--denoiser": "--policy.denoiser"}
-"""`scorepolicy train` shorthands: `--policy mse-bc` and `--denoiser mode`."""
+SHORTHANDS = {
+    "--policy": "--policy.kind",
+    "--denoiser": "--policy.denoiser",
+    "--threads": "--train.num-threads",
+}
+"""`scorepolicy train` shorthands: `--policy mse-bc`, `--denoiser mode` and `--threads 2`."""
+TRAIN_DESCRIPTION = (
+    "Train a score policy on demonstrations. With --task, the task's recipe gives the defaults (shown by "
+    "`scorepolicy train --task NAME --help`). `--out RUN --resume` alone continues RUN with its saved settings; "
+    "only --train.steps, logging, checkpoint cadence, progress and --threads may change on resume."
+)
 
 
 def expand_shorthands(argv: list[str]) -> list[str]:
@@ -216,7 +226,7 @@ def expand_shorthands(argv: list[str]) -> list[str]:
     for i, arg in enumerate(argv):
         prev = argv[i - 1] if i else ""
         flag, eq, value = arg.partition("=")
-        if prev in SHORTHANDS and not arg.startswith("-"):
+        if prev in SHORTHANDS and not arg.startswith("--"):
             out[-1] = SHORTHANDS[prev]
         elif eq and flag in SHORTHANDS:
             arg = f"{SHORTHANDS[flag]}={value}"
@@ -224,9 +234,46 @@ def expand_shorthands(argv: list[str]) -> list[str]:
     return out
 
 
+def flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of `flag` in argv (`--flag VALUE` or `--flag=VALUE`; the last one wins), None if absent."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.partition("=")[2]
+    return value
+
+
+def parse_train(argv: list[str]) -> api.TrainJob:
+    """`scorepolicy train` arguments over the right defaults: the run's saved settings with --resume (flags
+    that would break the exact continuation refused), else the --task recipe; every field validated."""
+    argv = expand_shorthands(argv)
+    resume = "--resume" in argv
+    out = Path(flag_value(argv, "--out") or api.TrainJob().out)
+    default = saved_job(out) if resume else recipe_job(flag_value(argv, "--task"))
+    job = tyro.cli(
+        api.TrainJob, args=argv, default=default, prog="scorepolicy train", description=TRAIN_DESCRIPTION
+    )
+    job.validate()
+    if resume:
+        check_resume_flags(job, default)
+    return job
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `scorepolicy` command."""
-    args = expand_shorthands(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args[:1] == ["train"]:
+            do_train(parse_train(args[1:]))
+            return 0
+    except ScorePolicyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
     command = tyro.cli(Command, args=args, prog="scorepolicy")
     try:
         if isinstance(command, Demo):

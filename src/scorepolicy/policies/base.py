@@ -47,6 +47,7 @@ def build_denoiser(cfg: PolicyConfig) -> Denoiser:
 
 def check_base_config(cfg: PolicyConfig, where: str) -> None:
     """One-line errors for settings every policy family shares."""
+    cfg.validate(f"{where}: ")
     if cfg.obs_dim - cfg.goal.obs_width < 1 or cfg.action_dim < 1:
         raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
     if not 1 <= cfg.n_action_steps <= cfg.horizon:

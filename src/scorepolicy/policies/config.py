@@ -7,6 +7,7 @@ from typing import Literal
 
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.diffusion.schedules import ScheduleName, Terminal
+from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig
 
 PolicyKind = Literal["score", "mse-bc", "ddpm"]
@@ -136,3 +137,65 @@ class PolicyConfig:
     obs_noise: float = 0.0
     """Training augmentation: std of Gaussian noise added to the observed state (not the goal entries),
     as a fraction of each entry's normalisation half-range (Push-T: 0.01 ≈ 2.5 px); 0 = off."""
+
+    def validate(self, prefix: str = "--policy.") -> None:
+        """One-line errors naming the flag of any value out of its range (every section's numbers)."""
+        for name in ("obs_dim", "action_dim", "seed", "obs_noise"):
+            check_field(_flag(prefix, name), getattr(self, name), at_least=0)
+        check_field(_flag(prefix, "n_obs_steps"), self.n_obs_steps, at_least=1)
+        check_field(_flag(prefix, "horizon"), self.horizon, at_least=1)
+        check_field(_flag(prefix, "n_action_steps"), self.n_action_steps, at_least=1, at_most=self.horizon)
+        check_network(self, prefix)
+        check_goal(self.goal, prefix + "goal.")
+        check_diffusion(self.diffusion, prefix + "diffusion.")
+        check_ddpm(self.ddpm, prefix + "ddpm.")
+
+
+def _flag(prefix: str, name: str) -> str:
+    return prefix + name.replace("_", "-")
+
+
+def _at_least(prefix: str, section: object, names: tuple[str, ...], low: float) -> None:
+    for name in names:
+        check_field(_flag(prefix, name), getattr(section, name), at_least=low)
+
+
+def check_network(cfg: PolicyConfig, prefix: str) -> None:
+    """Sizes of the three denoiser sections are positive; heads divide the width; MoDE's routing fits."""
+    _at_least(prefix + "mlp.", cfg.mlp, ("width", "n_blocks", "cond_dim", "sigma_dim"), 1)
+    for name, net in (("transformer", cfg.transformer), ("mode", cfg.mode)):
+        _at_least(f"{prefix}{name}.", net, ("d_model", "n_layers", "n_heads"), 1)
+        if net.d_model % net.n_heads:
+            raise ScorePolicyError(f"{prefix}{name}.n-heads: must divide {name}.d_model ({net.d_model})")
+    _at_least(prefix + "transformer.", cfg.transformer, ("ff_mult",), 1)
+    check_field(prefix + "transformer.dropout", cfg.transformer.dropout, at_least=0, below=1)
+    m = cfg.mode
+    _at_least(prefix + "mode.", m, ("n_experts", "expert_mult", "action_group"), 1)
+    check_field(prefix + "mode.top-k", m.top_k, at_least=1, at_most=m.n_experts)
+    check_field(prefix + "mode.balance-weight", m.balance_weight, at_least=0)
+    if cfg.denoiser == "mode" and cfg.horizon % m.action_group:
+        raise ScorePolicyError(f"{prefix}mode.action-group: must divide the horizon ({cfg.horizon})")
+
+
+def check_goal(g: GoalConfig, prefix: str) -> None:
+    """Goal sizes are non-negative, dropout a probability below 1, guidance non-negative."""
+    _at_least(prefix, g, ("n_tasks", "goal_dim", "guidance"), 0)
+    check_field(prefix + "dropout", g.dropout, at_least=0, below=1)
+
+
+def check_diffusion(d: DiffusionConfig, prefix: str) -> None:
+    """Noise levels ordered and positive, positive shape parameters, at least one step and one copy."""
+    check_field(prefix + "sigma-data", d.sigma_data, above=0)
+    check_field(prefix + "sigma-min", d.sigma_min, above=0, below=d.sigma_max)
+    check_field(prefix + "sample-sigma-max", d.sample_sigma_max, above=d.sigma_min)
+    for name in ("rho", "p_std", "loglogistic_scale"):
+        check_field(_flag(prefix, name), getattr(d, name), above=0)
+    _at_least(prefix, d, ("nfe", "train_copies"), 1)
+
+
+def check_ddpm(d: DDPMConfig, prefix: str) -> None:
+    """At least two training steps, β in (0, 1), 1 ≤ inference steps ≤ training steps."""
+    check_field(prefix + "train-steps", d.train_steps, at_least=2)
+    check_field(prefix + "beta-start", d.beta_start, above=0, below=1)
+    check_field(prefix + "beta-end", d.beta_end, above=0, below=1)
+    check_field(prefix + "inference-steps", d.inference_steps, at_least=1, at_most=d.train_steps)
