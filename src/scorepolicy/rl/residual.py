@@ -1,0 +1,263 @@
+"""Residual RL on a frozen chunk policy (ResFiT-style): the improved policy executes
+a = a_base + α·r(s, a_base) per step, in the base's normalised action space, with r ∈ [-1, 1]^d_a from a
+zero-initialised tanh head, so before any update it is exactly the base."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.files import (
+    atomic_save_tensors,
+    atomic_write_json,
+    from_dict,
+    load_tensors,
+    read_json,
+    to_dict,
+)
+from scorepolicy.policies.base import ChunkPolicy, Goal
+from scorepolicy.rl.residual_env import apply_residual, feature_dim, residual_features
+
+ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
+IMPROVED_FORMAT = "scorepolicy/score-policy"
+"""config.json of an improved run keeps the project's format tag; its top-level 'kind' names the method."""
+KIND = "residual"
+
+
+@dataclass
+class ResidualConfig:
+    """Residual off-policy RL (TD3 from stable-baselines3) on top of a frozen base policy."""
+
+    alpha: float = 0.1
+    """Residual scale α: the executed action moves at most α per dimension from the base action, in the
+    base's normalised action units ([-1, 1] spans the data's range)."""
+    actor_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden widths of the residual actor MLP (ReLU; tanh output, last layer zero-initialised)."""
+    critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden widths of each critic MLP (LayerNorm after every hidden linear layer, ReLU)."""
+    n_critics: int = 2
+    """Critic ensemble size; the TD target takes the minimum over them."""
+    exploration_std: float = 0.05
+    """Gaussian exploration noise on r while collecting (r units; ResFiT: 0.05)."""
+    target_noise: float = 0.1
+    """Target-policy smoothing noise on r (TD3), clipped to ±target_noise_clip."""
+    target_noise_clip: float = 0.3
+    """Clip of the target-policy smoothing noise."""
+    n_step: int = 3
+    """n-step returns (SB3's NStepReplayBuffer); 1 = one-step TD."""
+    gamma: float = 0.99
+    """Discount per env step."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    utd: float = 0.25
+    """Critic gradient steps per env step (update-to-data ratio); rounded to whole steps per wave of
+    n_envs env steps."""
+    policy_delay: int = 2
+    """Actor (and target-network) update every this many critic updates (TD3)."""
+    actor_lr: float = 1e-4
+    """Actor learning rate (Adam)."""
+    critic_lr: float = 3e-4
+    """Critic learning rate (Adam)."""
+    tau: float = 0.005
+    """Polyak factor of the target networks."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip for actor and critics (0 = none)."""
+    buffer_size: int = 200_000
+    """Replay buffer capacity in transitions (checkpoints store it whole)."""
+    learning_starts: int = 5_000
+    """Env steps with a uniformly random residual r ~ U[-1, 1] before learning starts."""
+    critic_warmup: int = 2_000
+    """Critic-only gradient steps before the actor is first updated."""
+    demo_fraction: float = 0.0
+    """Share of each batch drawn from demonstrations relabelled with the base's actions (not implemented
+    yet: must be 0)."""
+
+
+class ResidualActor(nn.Module):
+    """r(features) ∈ [-1, 1]^d_a: MLP with ReLU, tanh output; same layout as SB3's TD3 actor `mu`."""
+
+    def __init__(self, in_dim: int, action_dim: int, hidden: list[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers += [nn.Linear(width, action_dim), nn.Tanh()]
+        self.mu = nn.Sequential(*layers)
+        zero_last_layer(self.mu)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residual in r units for features (B, in_dim)."""
+        return self.mu(x)
+
+
+def zero_last_layer(mu: nn.Sequential) -> None:
+    """Zero the weights and bias of the last linear layer: the tanh head outputs exactly 0."""
+    last = [m for m in mu if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ResidualPolicy(nn.Module):
+    """A frozen base chunk policy plus a learned per-step residual actor (an improved policy).
+
+    Acts like a ChunkPolicy for evaluation: `reset(seed=...)`, batched `select_action`, `predict_action_chunk`,
+    `optimize_for_inference`, `save_pretrained` / `from_pretrained`. Its sampling noise comes from its own
+    generator, drawn exactly as the base draws it, so a zero residual reproduces the base bit for bit.
+    """
+
+    kind = KIND
+
+    def __init__(self, base: ChunkPolicy, method: ResidualConfig, reward: str = "coverage") -> None:
+        super().__init__()
+        self.base = base.eval()
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.method, self.reward = method, reward
+        self.actor = ResidualActor(feature_dim(base), base.cfg.action_dim, list(method.actor_hidden))
+        self.generator = torch.Generator().manual_seed(base.cfg.seed)
+        self._history: deque[Tensor] = deque(maxlen=base.cfg.n_obs_steps)
+        self._queue: deque[Tensor] = deque()
+        self._goal: Goal | None = None
+
+    @property
+    def cfg(self) -> Any:
+        """The base's policy config (observation/action sizes, sampler, NFE: inference options apply to it)."""
+        return self.base.cfg
+
+    def optimize_for_inference(self) -> ResidualPolicy:
+        """Freeze the base for fast inference (its whole-chunk graph) and the actor for evaluation."""
+        self.base.optimize_for_inference()
+        self.actor.eval()
+        return self
+
+    def reset(self, seed: int | None = None, goal: Goal | None = None) -> None:
+        """Start new episodes: forget history and queued actions; reseed the sampling noise."""
+        self._history.clear()
+        self._queue.clear()
+        self._goal = goal
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    def residual(self, history: Tensor, raw_base: Tensor) -> Tensor:
+        """r ∈ [-1, 1]^d_a for observation histories (B, T_o, d_o) and raw base actions (B, d_a)."""
+        return self.actor(residual_features(self.base, history, self.base.normalize("action", raw_base)))
+
+    @torch.inference_mode()
+    def predict_action_chunk(
+        self, obs: Tensor, *, goal: Goal | None = None, nfe: int | None = None, noise: Tensor | None = None
+    ) -> Tensor:
+        """Raw actions (B, T_p, d_a): the base's chunk with each step's residual computed from these
+        observation histories (what the policy executes while the observation stays the same; in closed loop
+        `select_action` feeds each step's new observation)."""
+        cfg = self.base.cfg
+        if noise is None:
+            noise = torch.randn((obs.shape[0], cfg.horizon, cfg.action_dim), generator=self.generator)
+        kwargs: dict[str, Any] = {"goal": goal, "nfe": nfe, "noise": noise}
+        chunk = self.base.predict_action_chunk(obs, **kwargs)
+        b, t, d = chunk.shape
+        hist = obs.float().repeat_interleave(t, dim=0)
+        flat = chunk.reshape(b * t, d)
+        return apply_residual(self.base, flat, self.residual(hist, flat), self.method.alpha).reshape(b, t, d)
+
+    @torch.inference_mode()
+    def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
+        """One action per env for observations (B, d_o) or (d_o,); the base re-plans every n_action_steps
+        and the residual corrects every step from the current observation history and base action."""
+        cfg = self.base.cfg
+        is_numpy = isinstance(obs, np.ndarray)
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32) if is_numpy else obs, dtype=torch.float32)
+        single = o.ndim == 1
+        o = o.reshape(1, -1) if single else o
+        if tuple(o.shape[1:]) != (cfg.obs_dim,) or not torch.isfinite(o).all():
+            raise ScorePolicyError(
+                f"observation: expected finite values of shape (batch, {cfg.obs_dim}), got {tuple(o.shape)}"
+            )
+        if self._history and self._history[-1].shape[0] != o.shape[0]:
+            raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
+        self._history.extend([o] * (cfg.n_obs_steps if not self._history else 1))
+        history = torch.stack(list(self._history), dim=1)
+        if not self._queue:
+            noise = torch.randn((o.shape[0], cfg.horizon, cfg.action_dim), generator=self.generator)
+            kwargs: dict[str, Any] = {"goal": goal if goal is not None else self._goal, "noise": noise}
+            chunk = self.base.predict_action_chunk(history, **kwargs)
+            self._queue.extend(chunk[:, : cfg.n_action_steps].unbind(dim=1))
+        raw_base = self._queue.popleft()
+        action = apply_residual(self.base, raw_base, self.residual(history, raw_base), self.method.alpha)
+        action = action[0] if single else action
+        return action.numpy() if is_numpy else action  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------- save / load
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write `base/` (the base's weights and config), `model.safetensors` (the actor) and `config.json`
+        (kind, method config, reward kind, the base's config and the sha256 of its weights)."""
+        directory = Path(directory)
+        self.base.save_pretrained(directory / "base")
+        atomic_save_tensors(directory / "model.safetensors", self.actor.state_dict())
+        meta = {
+            "format": IMPROVED_FORMAT,
+            "version": 1,
+            "kind": KIND,
+            "method": to_dict(self.method),
+            "reward": self.reward,
+            "base": read_json(directory / "base" / "config.json"),
+            "base_sha256": file_sha256(directory / "base" / "model.safetensors"),
+            **(extra or {}),
+        }
+        atomic_write_json(directory / "config.json", meta)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ResidualPolicy:
+        """Load an improved run written by `save_pretrained` (the base copy is verified against its hash)."""
+        directory = Path(directory)
+        meta = read_improved_config(directory, KIND)
+        method = from_dict(ResidualConfig, meta["method"], f"{directory / 'config.json'}: method")
+        base = ChunkPolicy.from_pretrained(directory / "base")
+        policy = cls(base, method, str(meta.get("reward", "coverage")))
+        tensors = load_tensors(directory / "model.safetensors")
+        expected = policy.actor.state_dict()
+        if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
+            raise ScorePolicyError(
+                f"{directory / 'model.safetensors'}: the actor weights do not match config.json's method"
+            )
+        policy.actor.load_state_dict(tensors)
+        return policy.eval()
+
+
+def read_improved_config(directory: Path, kind: str) -> dict[str, Any]:
+    """config.json of an improved run of `kind`, with its base copy checked against the recorded hash."""
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ScorePolicyError(f"{path}: missing; pass the --out folder of `scorepolicy improve`")
+    meta: Any = read_json(path)
+    if not isinstance(meta, dict) or meta.get("kind") != kind or "method" not in meta:
+        raise ScorePolicyError(f"{path}: not a '{kind}' improved run (field 'kind' must be '{kind}')")
+    weights = directory / "base" / "model.safetensors"
+    if not weights.is_file():
+        raise ScorePolicyError(
+            f"{weights}: missing base weights; copy the base run's model.safetensors there"
+        )
+    if file_sha256(weights) != meta.get("base_sha256"):
+        raise ScorePolicyError(
+            f"{weights}: sha256 differs from config.json's base_sha256; restore the original base weights"
+        )
+    return meta
