@@ -3,7 +3,6 @@ task, save/load and exact resume."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.evaluate import EvalConfig, evaluate
 from scorepolicy.files import load_tensors
 from scorepolicy.models import MLPConfig
-from scorepolicy.policies import PolicyConfig, ScorePolicy
+from scorepolicy.policies import ChunkPolicy, PolicyConfig, ScorePolicy
+from scorepolicy.rl.common import RLContext
 from scorepolicy.rl.residual import ResidualConfig, ResidualPolicy
 from scorepolicy.rl.residual_env import ResidualVecEnv, apply_residual
 from scorepolicy.rl.residual_train import train_residual
@@ -125,25 +125,14 @@ def train_base(steps: int = 300) -> ScorePolicy:
     return policy.eval()
 
 
-@dataclass
-class Context:
-    """The fields of the shared RLContext that train_residual reads."""
-
-    base: Any
-    task: Task
-    run_dir: Path
-    env_steps: int
-    n_envs: int = 8
-    train_seed: int = 1_000_000
-    reward: str = "shaped"
-    eval_every: int = 10_000_000
-    checkpoint_every: int = 10_000_000
-    progress: bool = False
-    seed: int = 0
-
-    def evaluate(self, policy: Any, env_step: int) -> dict[str, Any]:
-        """Curve points are not needed here."""
-        return {}
+def context(base: Any, run_dir: Path, env_steps: int, **kw: Any) -> RLContext:
+    """An RLContext on the planar reach task (no curve points: evaluation is done by the tests)."""
+    settings: dict[str, Any] = {
+        "n_envs": 8, "train_seed": 1_000_000, "reward": "shaped", "eval_every": 10**9,
+        "checkpoint_every": 10**9, "progress": False, "seed": 0,
+    }  # fmt: skip
+    settings.update(kw)
+    return RLContext(base, REACH, run_dir, env_steps, evaluate=lambda policy, step: {}, **settings)
 
 
 def success_rate(policy: Any, episodes: int = 60) -> float:
@@ -227,7 +216,7 @@ def test_residual_rl_raises_success_on_biased_task(base: ScorePolicy, tmp_path: 
         critic_warmup=200, actor_lr=1e-3, critic_lr=1e-3, buffer_size=20_000,
     )  # fmt: skip
     before = success_rate(base.optimize_for_inference())
-    improved = train_residual(Context(base, REACH, tmp_path, env_steps=3_000), cfg, False)
+    improved = train_residual(context(base, tmp_path, 3_000), cfg, False)
     after = success_rate(improved.optimize_for_inference())
     assert before <= 0.3  # the clone inherits the demonstrator's bias
     assert after >= before + 0.4
@@ -237,7 +226,8 @@ def test_save_load_gives_identical_actions(base: ScorePolicy, tmp_path: Path) ->
     improved = ResidualPolicy(base, ResidualConfig(actor_hidden=[32]), reward="shaped")
     random_actor(improved, 5)
     improved.save_pretrained(tmp_path / "run")
-    loaded = ResidualPolicy.from_pretrained(tmp_path / "run")
+    loaded = ChunkPolicy.from_pretrained(tmp_path / "run")  # the generic loader finds the kind
+    assert isinstance(loaded, ResidualPolicy)
     assert loaded.reward == "shaped" and loaded.method.actor_hidden == [32]
     improved.optimize_for_inference()  # both frozen the same way (the traced base graph)
     a, b = rollout_actions(improved, 3), rollout_actions(loaded.optimize_for_inference(), 3)
@@ -254,14 +244,11 @@ def test_resume_after_kill_equals_uninterrupted(base: ScorePolicy, tmp_path: Pat
         critic_warmup=8, buffer_size=1_000,
     )  # fmt: skip
     common = {"n_envs": 4, "checkpoint_every": 96}
-    whole = Context(base, REACH, tmp_path / "a", env_steps=288, **common)  # type: ignore[arg-type]
-    train_residual(whole, cfg, False)
-    part = Context(base, REACH, tmp_path / "b", env_steps=192, **common)  # type: ignore[arg-type]
-    train_residual(part, cfg, False)  # "killed" after its checkpoint at 192 steps
+    train_residual(context(base, tmp_path / "a", 288, **common), cfg, False)
+    train_residual(context(base, tmp_path / "b", 192, **common), cfg, False)  # "killed" after 192 steps
     np.random.seed(123)  # a fresh process would not share the RNG states either
     torch.manual_seed(123)
-    resumed = Context(base, REACH, tmp_path / "b", env_steps=288, **common)  # type: ignore[arg-type]
-    train_residual(resumed, cfg, True)
+    train_residual(context(base, tmp_path / "b", 288, **common), cfg, True)
     for name in ("model.safetensors", "rl_state/agent.safetensors"):
         a, b = load_tensors(tmp_path / "a" / name), load_tensors(tmp_path / "b" / name)
         assert a.keys() == b.keys()

@@ -4,7 +4,6 @@ zero-initialised tanh head, so before any update it is exactly the base."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +14,19 @@ import torch
 from torch import Tensor, nn
 
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import (
-    atomic_save_tensors,
-    atomic_write_json,
-    from_dict,
-    load_tensors,
-    read_json,
-    to_dict,
-)
+from scorepolicy.files import atomic_save_tensors, from_dict, load_tensors, to_dict
 from scorepolicy.policies.base import ChunkPolicy, Goal
-from scorepolicy.rl.residual_env import apply_residual, feature_dim, residual_features
+from scorepolicy.rl.common import (
+    BASE_DIR,
+    load_verified_base,
+    read_improved_config,
+    sha256_file,
+    write_improved_config,
+)
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
-IMPROVED_FORMAT = "scorepolicy/score-policy"
-"""config.json of an improved run keeps the project's format tag; its top-level 'kind' names the method."""
+OBS_CLAMP = 3.0
+"""Normalised observations are clamped to ±3 before the residual networks see them (ResiP)."""
 KIND = "residual"
 
 
@@ -108,13 +106,35 @@ def zero_last_layer(mu: nn.Sequential) -> None:
         last.bias.zero_()
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def residual_features(base: ChunkPolicy, history: Tensor, base_action_n: Tensor) -> Tensor:
+    """What the residual actor and critics see: [normalised observation history (B, T_o·d_o), clamped to
+    ±3; the raw goal entries of the last step, if any; the base's current normalised action (B, d_a)]."""
+    state, _ = base.split_observation(history)
+    obs_n = base.normalize("obs", state).clamp(-OBS_CLAMP, OBS_CLAMP).flatten(1)
+    width = base.cfg.goal.obs_width
+    parts = [obs_n] if width == 0 else [obs_n, history[:, -1, -width:]]
+    return torch.cat([*parts, base_action_n], dim=1)
+
+
+def feature_dim(base: ChunkPolicy) -> int:
+    """Length of `residual_features` for this base."""
+    cfg = base.cfg
+    state = cfg.obs_dim - cfg.goal.obs_width
+    return cfg.n_obs_steps * state + cfg.goal.obs_width + cfg.action_dim
+
+
+def apply_residual(base: ChunkPolicy, raw_base: Tensor, r: Tensor, alpha: float) -> Tensor:
+    """Raw executed actions: the base's raw action moved by α·r in normalised units.
+
+    The moved action is kept inside [-1, 1] unless the base action itself lies outside, so a zero
+    residual returns `raw_base` bit for bit and the correction never exceeds α·|r| (normalised units).
+    """
+    base_n = base.normalize("action", raw_base)
+    moved = base_n + alpha * r
+    lo, hi = torch.minimum(base_n, base_n.new_tensor(-1.0)), torch.maximum(base_n, base_n.new_tensor(1.0))
+    delta = torch.minimum(torch.maximum(moved, lo), hi) - base_n
+    half = ((base.action_max - base.action_min) / 2).clamp_min(1e-6)
+    return raw_base + delta * half
 
 
 class ResidualPolicy(nn.Module):
@@ -207,57 +227,48 @@ class ResidualPolicy(nn.Module):
         return action.numpy() if is_numpy else action  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- save / load
-    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write `base/` (the base's weights and config), `model.safetensors` (the actor) and `config.json`
-        (kind, method config, reward kind, the base's config and the sha256 of its weights)."""
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `model.safetensors` (the actor) and `config.json` (kind, method config, reward kind, the
+        base's config and the sha256 of its weights); `base/` is written from the base unless the driver
+        already copied the base run there."""
         directory = Path(directory)
-        self.base.save_pretrained(directory / "base")
+        weights = directory / BASE_DIR / "model.safetensors"
+        if not weights.is_file():
+            self.base.save_pretrained(directory / BASE_DIR)
         atomic_save_tensors(directory / "model.safetensors", self.actor.state_dict())
-        meta = {
-            "format": IMPROVED_FORMAT,
-            "version": 1,
-            "kind": KIND,
-            "method": to_dict(self.method),
-            "reward": self.reward,
-            "base": read_json(directory / "base" / "config.json"),
-            "base_sha256": file_sha256(directory / "base" / "model.safetensors"),
-            **(extra or {}),
-        }
-        atomic_write_json(directory / "config.json", meta)
+        digest = sha256_file(weights)
+        write_improved_config(directory, KIND, to_dict(self.method), self.reward, self.base, digest)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ResidualPolicy:
         """Load an improved run written by `save_pretrained` (the base copy is verified against its hash)."""
         directory = Path(directory)
-        meta = read_improved_config(directory, KIND)
+        meta = read_improved_config(directory)
+        if meta["kind"] != KIND:
+            raise ScorePolicyError(
+                f"{directory / 'config.json'}: holds a '{meta['kind']}' policy, not '{KIND}'"
+            )
         method = from_dict(ResidualConfig, meta["method"], f"{directory / 'config.json'}: method")
-        base = ChunkPolicy.from_pretrained(directory / "base")
-        policy = cls(base, method, str(meta.get("reward", "coverage")))
-        tensors = load_tensors(directory / "model.safetensors")
+        policy = cls(load_verified_base(directory), method, str(meta.get("reward", "coverage")))
+        path = directory / "model.safetensors"
+        if not path.is_file():
+            raise ScorePolicyError(f"{path}: residual actor weights missing; the improved run is incomplete")
+        tensors = load_tensors(path)
         expected = policy.actor.state_dict()
         if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
-            raise ScorePolicyError(
-                f"{directory / 'model.safetensors'}: the actor weights do not match config.json's method"
-            )
+            raise ScorePolicyError(f"{path}: the actor weights do not match config.json's method settings")
         policy.actor.load_state_dict(tensors)
         return policy.eval()
 
 
-def read_improved_config(directory: Path, kind: str) -> dict[str, Any]:
-    """config.json of an improved run of `kind`, with its base copy checked against the recorded hash."""
-    path = directory / "config.json"
-    if not path.is_file():
-        raise ScorePolicyError(f"{path}: missing; pass the --out folder of `scorepolicy improve`")
-    meta: Any = read_json(path)
-    if not isinstance(meta, dict) or meta.get("kind") != kind or "method" not in meta:
-        raise ScorePolicyError(f"{path}: not a '{kind}' improved run (field 'kind' must be '{kind}')")
-    weights = directory / "base" / "model.safetensors"
-    if not weights.is_file():
-        raise ScorePolicyError(
-            f"{weights}: missing base weights; copy the base run's model.safetensors there"
-        )
-    if file_sha256(weights) != meta.get("base_sha256"):
-        raise ScorePolicyError(
-            f"{weights}: sha256 differs from config.json's base_sha256; restore the original base weights"
-        )
-    return meta
+def _train(ctx: Any, cfg: ResidualConfig, resume: bool) -> ResidualPolicy:
+    """`train_residual`, imported on use (it needs stable-baselines3; loading a policy does not)."""
+    from scorepolicy.rl.residual_train import train_residual
+
+    return train_residual(ctx, cfg, resume)
+
+
+METHOD = (ResidualConfig, _train)
+"""This method's entry in `scorepolicy.rl.common.METHODS`."""
+POLICY_CLASS = ResidualPolicy
+"""The improved-policy class of kind 'residual' (what `ChunkPolicy.from_pretrained` returns)."""

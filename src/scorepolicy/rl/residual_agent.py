@@ -5,7 +5,6 @@ separate actor/critic learning rates, gradient clipping and an actor loss on the
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_directory, atomic_save_tensors, load_tensors
+from scorepolicy.rl.common import rng_state, set_rng_state
 from scorepolicy.rl.residual import ResidualConfig, zero_last_layer
 from scorepolicy.rl.residual_env import ResidualVecEnv
 
@@ -169,12 +169,6 @@ def _load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, 
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _numpy_rng_state() -> dict[str, Any]:
-    state: Any = np.random.get_state()
-    name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "cached": cached}
-
-
 def save_checkpoint(model: ResidualTD3, env: ResidualVecEnv, directory: Path) -> None:
     """Everything `load_checkpoint` needs to continue exactly: networks, optimisers, the replay buffer
     (the filled part), RNG states and counters, as safetensors + JSON (atomic directory replace)."""
@@ -187,7 +181,6 @@ def save_checkpoint(model: ResidualTD3, env: ResidualVecEnv, directory: Path) ->
     for name, opt in (("opt_actor", model.actor.optimizer), ("opt_critic", model.critic.optimizer)):
         t, opt_meta[name] = _optimizer_tensors(name, opt)
         tensors |= t
-    tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.base_noise"] = env.noise_state()
     filled = buf.buffer_size if buf.full else buf.pos
     arrays = {f: torch.from_numpy(np.ascontiguousarray(getattr(buf, f)[:filled])) for f in BUFFER_FIELDS}
@@ -198,8 +191,7 @@ def save_checkpoint(model: ResidualTD3, env: ResidualVecEnv, directory: Path) ->
         "buffer": {"pos": buf.pos, "full": buf.full, "size": buf.buffer_size},
         "env": env.state(),
         "optimizers": opt_meta,
-        "rng_numpy": _numpy_rng_state(),
-        "rng_python": _to_lists(random.getstate()),
+        "rng": rng_state(),
         "rng_action_space": model.action_space.np_random.bit_generator.state,
     }
     with atomic_directory(directory) as tmp:
@@ -233,18 +225,5 @@ def load_checkpoint(model: ResidualTD3, env: ResidualVecEnv, directory: Path) ->
     model.num_timesteps, model._n_updates = int(meta["num_timesteps"]), int(meta["n_updates"])
     model._episode_num = int(meta["episode_num"])
     env.load_state(meta["env"], tensors["rng.base_noise"])
-    torch.set_rng_state(tensors["rng.torch"])
-    r = meta["rng_numpy"]
-    np.random.set_state(
-        (r["name"], np.asarray(r["keys"], dtype=np.uint32), r["pos"], r["has_gauss"], r["cached"])
-    )
-    random.setstate(_to_tuples(meta["rng_python"]))
+    set_rng_state(meta["rng"])
     model.action_space.np_random.bit_generator.state = meta["rng_action_space"]
-
-
-def _to_lists(x: Any) -> Any:
-    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _to_tuples(x: Any) -> Any:
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x

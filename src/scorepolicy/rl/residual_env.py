@@ -18,41 +18,9 @@ from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import info_success
 from scorepolicy.policies.base import ChunkPolicy
+from scorepolicy.rl.residual import apply_residual, feature_dim, residual_features
 
-OBS_CLAMP = 3.0
-"""Normalised observations are clamped to ±3 before the residual networks see them (ResiP)."""
 REWARD_KINDS = ("coverage", "success", "shaped")
-
-
-def residual_features(base: ChunkPolicy, history: Tensor, base_action_n: Tensor) -> Tensor:
-    """What the residual actor and critics see: [normalised observation history (B, T_o·d_o), clamped to
-    ±3; the raw goal entries of the last step, if any; the base's current normalised action (B, d_a)]."""
-    state, _ = base.split_observation(history)
-    obs_n = base.normalize("obs", state).clamp(-OBS_CLAMP, OBS_CLAMP).flatten(1)
-    width = base.cfg.goal.obs_width
-    parts = [obs_n] if width == 0 else [obs_n, history[:, -1, -width:]]
-    return torch.cat([*parts, base_action_n], dim=1)
-
-
-def feature_dim(base: ChunkPolicy) -> int:
-    """Length of `residual_features` for this base."""
-    cfg = base.cfg
-    state = cfg.obs_dim - cfg.goal.obs_width
-    return cfg.n_obs_steps * state + cfg.goal.obs_width + cfg.action_dim
-
-
-def apply_residual(base: ChunkPolicy, raw_base: Tensor, r: Tensor, alpha: float) -> Tensor:
-    """Raw executed actions: the base's raw action moved by α·r in normalised units.
-
-    The moved action is kept inside [-1, 1] unless the base action itself lies outside, so a zero
-    residual returns `raw_base` bit for bit and the correction never exceeds α·|r| (normalised units).
-    """
-    base_n = base.normalize("action", raw_base)
-    moved = base_n + alpha * r
-    lo, hi = torch.minimum(base_n, base_n.new_tensor(-1.0)), torch.maximum(base_n, base_n.new_tensor(1.0))
-    delta = torch.minimum(torch.maximum(moved, lo), hi) - base_n
-    half = ((base.action_max - base.action_min) / 2).clamp_min(1e-6)
-    return raw_base + delta * half
 
 
 def step_reward(kind: str, env_reward: float, success: bool) -> float:

@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 from stable_baselines3.common.type_aliases import TrainFreq
 from tqdm import tqdm
 
 from scorepolicy.errors import ScorePolicyError
+from scorepolicy.rl.common import STATE_DIR, RLContext
 from scorepolicy.rl.residual import ResidualConfig, ResidualPolicy
 from scorepolicy.rl.residual_agent import ResidualTD3, build_agent, load_checkpoint, save_checkpoint
 from scorepolicy.rl.residual_env import ResidualVecEnv, step_reward
-
-if TYPE_CHECKING:
-    from scorepolicy.rl.common import RLContext
-
-STATE_DIR = "rl_state"
 
 
 def check_residual_config(cfg: ResidualConfig) -> None:
