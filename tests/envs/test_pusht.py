@@ -258,3 +258,42 @@ def test_fast_coverage_matches_shapely_near_the_goal() -> None:
         assert fast == pytest.approx(PushTEnv._get_coverage(env), abs=1e-12)
         coverages.append(fast)
     assert min(coverages) < 0.2 and max(coverages) > 0.9
+
+
+def test_gym_pusht_is_pinned_to_the_version_the_fast_env_was_tested_on() -> None:
+    """pyproject pins gym-pusht exactly (extras pusht and dev) to FastPushTEnv's tested version, which is
+    the one installed here (so the parity test above ran against it)."""
+    import re
+
+    from scorepolicy.envs.pusht_fast import TESTED_GYM_PUSHT, installed_gym_pusht_version
+
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    pusht_extra = re.search(r"^pusht = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert pusht_extra is not None and pusht_extra.group(1) == f'"gym-pusht=={TESTED_GYM_PUSHT}"'
+    dev_extra = re.search(r"^dev = \[(.*?)^\]", pyproject, re.MULTILINE | re.DOTALL)
+    assert dev_extra is not None
+    assert re.findall(r'"gym-pusht[^"]*"', dev_extra.group(1)) == [f'"gym-pusht=={TESTED_GYM_PUSHT}"']
+    assert installed_gym_pusht_version() == TESTED_GYM_PUSHT
+
+
+def test_another_gym_pusht_version_is_refused_by_the_fast_env_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under another gym-pusht version FastPushTEnv is a one-line error; make_pusht_env warns and steps
+    gym-pusht's own PushTEnv instead."""
+    from gym_pusht.envs.pusht import PushTEnv
+
+    from scorepolicy.envs import pusht_fast
+
+    assert type(make_pusht_env().env.unwrapped) is pusht_fast.FastPushTEnv
+    monkeypatch.setattr(pusht_fast, "installed_gym_pusht_version", lambda: "0.2.0")
+    with pytest.raises(ScorePolicyError, match=r"gym-pusht 0\.2\.0 .*gym-pusht==0\.1\.8") as err:
+        pusht_fast.FastPushTEnv(obs_type="state", render_mode=None)
+    assert "\n" not in str(err.value)
+    with pytest.warns(RuntimeWarning, match="PushTEnv"):
+        env = make_pusht_env()
+    assert type(env.env.unwrapped) is PushTEnv
+    env.reset(seed=0)
+    obs2, *_ = env.step(np.array([256.0, 256.0], dtype=np.float32))
+    assert obs2.shape == (6,) and np.isfinite(obs2).all()
+    assert type(make_pusht_env(fast=False).env.unwrapped) is PushTEnv

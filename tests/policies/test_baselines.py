@@ -152,3 +152,93 @@ def test_train_from_the_command_line(kind: str, tmp_path: Path) -> None:
     assert main(args) == 0
     assert json.loads((out / "config.json").read_text())["policy"]["kind"] == kind
     assert main(["eval", str(out), "--episodes", "2", "--n-envs", "2", "--nfe", "2"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference: Diffusion Policy's DDPM is diffusers' DDPMScheduler with these settings (its low-dim configs)
+
+DP_SCHEDULER = {
+    "num_train_timesteps": 100,
+    "beta_schedule": "squaredcos_cap_v2",
+    "variance_type": "fixed_small",
+    "clip_sample": True,
+    "prediction_type": "epsilon",
+}
+
+
+def _diffusers() -> object:
+    """diffusers' schedulers module, or a skip naming the extra that installs it."""
+    return pytest.importorskip(
+        "diffusers",
+        reason="diffusers not installed (the reference test's optional dependency: pip install diffusers)",
+    )
+
+
+def test_ddpm_schedule_equals_diffusers() -> None:
+    scheduler = _diffusers().DDPMScheduler(**DP_SCHEDULER)  # type: ignore[attr-defined]
+    ours = ddpm_alphas_cumprod(DDPMConfig())
+    torch.testing.assert_close(ours.float(), scheduler.alphas_cumprod, rtol=1e-6, atol=1e-7)
+    betas = 1 - ours / torch.cat([ours.new_ones(1), ours[:-1]])
+    torch.testing.assert_close(betas.float(), scheduler.betas, rtol=1e-5, atol=1e-7)
+    for n in (100, 16, 10, 3):
+        scheduler.set_timesteps(n)
+        assert scheduler.timesteps.tolist() == ddpm_timesteps(100, n)
+
+
+@pytest.mark.parametrize("inference_steps", [100, 10, 4])
+def test_ddpm_step_equals_diffusers(inference_steps: int) -> None:
+    """Each x_{t−1} from the same x_t, ε̂ and noise as diffusers' DDPMScheduler.step, at every step."""
+    scheduler = _diffusers().DDPMScheduler(**DP_SCHEDULER)  # type: ignore[attr-defined]
+    scheduler.set_timesteps(inference_steps)
+    abar = ddpm_alphas_cumprod(DDPMConfig())
+    steps = ddpm_timesteps(100, inference_steps)
+    seen: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    gen = torch.Generator().manual_seed(0)
+
+    def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+        # a fixed nonlinear ε̂ that pushes x̂0 outside [-1, 1] at large t, so clipping is exercised
+        e = torch.tanh(3 * x) * (1.5 - t / 100) + 0.2 * torch.sin(x * t)
+        seen.append((t, x.clone(), e.clone(), gen.get_state()))  # the state the step's noise comes from
+        return e
+
+    x_t = 1.7 * torch.randn(64, 4, 2, generator=torch.Generator().manual_seed(1))
+    out = ddpm_sample(eps, x_t, abar, steps, sampler="ddpm", clip=True, generator=gen)
+    assert [t for t, *_ in seen] == steps
+    nexts = [x for _, x, _, _ in seen[1:]] + [out]
+    clipped = 0
+    for (t, x, e, state), ours_next in zip(seen, nexts):
+        ref = scheduler.step(e, t, x, generator=torch.Generator().set_state(state)).prev_sample
+        torch.testing.assert_close(ours_next, ref, rtol=1e-5, atol=1e-5)
+        a = float(abar[t])
+        clipped += int(((x - math.sqrt(1 - a) * e) / math.sqrt(a)).abs().max() > 1)
+    assert clipped > 0
+
+
+def test_ddim_step_equals_diffusers_with_the_clipped_model_output() -> None:
+    """DDIM (η = 0) moves along the ε consistent with the clipped x̂0: diffusers' DDIMScheduler with
+    use_clipped_model_output=True (its default, False, keeps the network's unclipped ε̂)."""
+    scheduler = _diffusers().DDIMScheduler(  # type: ignore[attr-defined]
+        num_train_timesteps=100,
+        beta_schedule="squaredcos_cap_v2",
+        clip_sample=True,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        prediction_type="epsilon",
+    )
+    scheduler.set_timesteps(10)
+    abar = ddpm_alphas_cumprod(DDPMConfig())
+    steps = ddpm_timesteps(100, 10)
+    assert scheduler.timesteps.tolist() == steps
+    seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+        e = torch.tanh(3 * x) * (1.5 - t / 100) + 0.2 * torch.sin(x * t)
+        seen.append((t, x.clone(), e.clone()))
+        return e
+
+    x_t = 1.7 * torch.randn(64, 4, 2, generator=torch.Generator().manual_seed(1))
+    out = ddpm_sample(eps, x_t, abar, steps, sampler="ddim", clip=True)
+    nexts = [x for _, x, _ in seen[1:]] + [out]
+    for (t, x, e), ours_next in zip(seen, nexts):
+        ref = scheduler.step(e, t, x, use_clipped_model_output=True).prev_sample
+        torch.testing.assert_close(ours_next, ref, rtol=1e-5, atol=1e-5)

@@ -154,20 +154,18 @@ def make_pusht_env(render_mode: str | None = None, fast: bool = True) -> PushTSt
     """A Push-T env (300-step limit) returning 6-d observations; render_mode None or "rgb_array".
 
     `fast` (default) steps gym-pusht's physics through `FastPushTEnv`: the same states and infos
-    (coverage to ~1e-14), 2-3.5 times the steps per second; False uses gym-pusht's own PushTEnv.
+    (coverage to ~1e-14), 2-3.5 times the steps per second; False uses gym-pusht's own PushTEnv, as does
+    `fast` (with a warning) when the installed gym-pusht is not the version FastPushTEnv was tested on.
     """
     try:
-        from gym_pusht.envs.pusht import PushTEnv
+        from scorepolicy.envs.pusht_fast import pusht_env_class  # imports gym-pusht
     except ImportError as exc:
         raise ScorePolicyError(
             "the Push-T task needs the gym-pusht package; install it with: pip install 'scorepolicy[pusht]'"
         ) from exc
     if render_mode not in (None, "rgb_array"):
         raise ScorePolicyError(f"Push-T render_mode must be None or 'rgb_array', got {render_mode!r}")
-    from scorepolicy.envs.pusht_fast import FastPushTEnv
-
-    env_class = FastPushTEnv if fast else PushTEnv
-    base = env_class(obs_type="state", render_mode=render_mode)
+    base = pusht_env_class(fast)(obs_type="state", render_mode=render_mode)
     return PushTStateEnv(gym.wrappers.TimeLimit(base, max_episode_steps=PUSHT_MAX_STEPS))
 
 

@@ -10,17 +10,59 @@ overlap, so it is the sum of the four rectangle-rectangle intersections, each a 
 in its last bit from one process to the next, as gym-pusht sums over a set of shapes whose order follows
 object addresses. Contacts are counted with chipmunk's own counter instead of building Python
 contact-point objects.
+
+Because it subclasses gym-pusht's internals, it is tied to the gym-pusht version its parity test ran
+against (`TESTED_GYM_PUSHT`, pinned in the `pusht` extra): constructing it under another version is a
+one-line error, and `pusht_env_class` falls back to gym-pusht's own PushTEnv with a warning.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import warnings
 from typing import Any
 
 import numpy as np
 from gym_pusht.envs.pusht import PushTEnv
 from pymunk._chipmunk import lib as _chipmunk
 
+from scorepolicy.errors import ScorePolicyError
+
 Point = tuple[float, float]
+TESTED_GYM_PUSHT = "0.1.8"
+"""The gym-pusht version whose PushTEnv internals FastPushTEnv reproduces (its parity test's)."""
+
+
+def installed_gym_pusht_version() -> str:
+    """The installed gym-pusht distribution's version ("unknown" when its metadata is missing)."""
+    try:
+        return importlib.metadata.version("gym-pusht")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def check_gym_pusht_version() -> None:
+    """A one-line ScorePolicyError unless the installed gym-pusht is the version FastPushTEnv was tested on."""
+    installed = installed_gym_pusht_version()
+    if installed != TESTED_GYM_PUSHT:
+        raise ScorePolicyError(
+            f"gym-pusht {installed} is installed, but FastPushTEnv reimplements internals of gym-pusht "
+            f"{TESTED_GYM_PUSHT}: pip install 'gym-pusht=={TESTED_GYM_PUSHT}', or use the plain env "
+            "(make_pusht_env(fast=False))"
+        )
+
+
+def pusht_env_class(fast: bool = True) -> type[PushTEnv]:
+    """FastPushTEnv when `fast` and the tested gym-pusht is installed; gym-pusht's PushTEnv otherwise
+    (with a warning when `fast` was asked for under another gym-pusht version)."""
+    if not fast:
+        return PushTEnv
+    try:
+        check_gym_pusht_version()
+    except ScorePolicyError as exc:
+        warnings.warn(f"{exc}; using gym-pusht's own (slower) PushTEnv", RuntimeWarning, stacklevel=2)
+        return PushTEnv
+    return FastPushTEnv
 
 
 def clip_convex(subject: list[Point], clipper: list[Point]) -> list[Point]:
@@ -57,6 +99,11 @@ class FastPushTEnv(PushTEnv):
     _goal: list[list[Point]]
     _goal_area: float
     _local: list[list[Any]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """PushTEnv's constructor, after checking that gym-pusht is the version this class reproduces."""
+        check_gym_pusht_version()
+        super().__init__(*args, **kwargs)
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         """PushTEnv.reset, then the T's rectangles in its own frame and in the goal pose (set in `_setup`)."""
