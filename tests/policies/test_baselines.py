@@ -131,7 +131,7 @@ def test_denoiser_calls_and_config_errors() -> None:
     assert denoiser_calls(_policy("mse-bc")) == 1
     assert denoiser_calls(_policy("ddpm", inference_steps=16)) == 16
     assert isinstance(_policy("mse-bc"), MSEBCPolicy) and isinstance(_policy("ddpm"), DDPMPolicy)
-    with pytest.raises(ScorePolicyError, match="ddpm.inference-steps"):
+    with pytest.raises(ScorePolicyError, match=r"ddpm\.inference-steps"):
         _policy("ddpm", inference_steps=101)
     with pytest.raises(ScorePolicyError, match="valid kinds: score, mse-bc, ddpm"):
         build_policy(PolicyConfig(kind="gmm", obs_dim=2, action_dim=2))  # type: ignore[arg-type]
