@@ -92,7 +92,19 @@ def test_obstacle_task_rolls_out(tmp_path: Path) -> None:
     cfg = EvalConfig(episodes=3, n_envs=2, max_steps=20, json_path=tmp_path / "o.json", progress=False)
     result = evaluate(Upward(), task, cfg)
     assert result["task"] == task.name and result["n_episodes"] == 3 and result["n_errors"] == 0
-    assert all(0 < r["length"] <= 20 and r["success"] in (0.0, 1.0) for r in result["episodes"])
+    # each record is what stepping the env by hand with the same seed and actions gives
+    expected = []
+    for seed in (0, 1, 2):
+        env = task.make_env(None)
+        env.reset(seed=seed)
+        length, done, info = 0, False, {}
+        while not done and length < 20:
+            _, _, terminated, truncated, info = env.step(np.array([0.0, 1.0], dtype=np.float32))
+            length, done = length + 1, terminated or truncated
+        expected.append((seed, length, float(info["success"]), float(info["collision"])))
+    got = [(r["seed"], r["length"], r["success"], r["collided"]) for r in result["episodes"]]
+    assert got == expected
+    assert any(length < 20 for _, length, _, _ in expected)  # an episode ended early (collision)
     assert json.loads((tmp_path / "o.json").read_text())["seeds"] == [
         task.default_seed,
         task.default_seed + 2,

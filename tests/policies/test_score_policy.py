@@ -47,8 +47,15 @@ def test_select_action_replans_every_n_action_steps() -> None:
 
 def test_single_observation_and_batch_change() -> None:
     policy = tiny_policy()
-    policy.reset()
-    assert policy.select_action(np.zeros(3, dtype=np.float32)).shape == (2,)
+    obs = np.array([0.3, -0.2, 0.5], dtype=np.float32)
+    policy.reset(seed=7)
+    single = policy.select_action(obs)
+    policy.reset(seed=7)
+    batched = policy.select_action(obs[None])
+    assert single.shape == (2,) and batched.shape == (1, 2)
+    np.testing.assert_array_equal(single, batched[0])  # a single observation is a batch of one
+    policy.reset(seed=7)
+    policy.select_action(obs)
     with pytest.raises(ScorePolicyError, match="batch size changed"):
         policy.select_action(np.zeros((4, 3), dtype=np.float32))
 
