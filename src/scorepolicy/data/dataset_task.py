@@ -17,8 +17,7 @@ import numpy as np
 
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.core.task import StepInfos, Task
-from scorepolicy.data.formats import DataFormat, detect_format, load_dataset
-from scorepolicy.data.validate import DataValidationError, validate_dataset
+from scorepolicy.data.formats import DataFormat, OpenedDataset, open_dataset
 from scorepolicy.errors import ScorePolicyError
 
 DATASET_TASK = "dataset"
@@ -27,21 +26,23 @@ ACTION_KEY = "action"
 _ZARR_ALIASES = {"state": "observation.state"}
 
 
-def detect_task(path: Path | None, format: DataFormat | None) -> str:
+def _opened(path: Path | OpenedDataset, format: DataFormat | None) -> OpenedDataset:
+    return path if isinstance(path, OpenedDataset) else open_dataset(path, format)
+
+
+def detect_task(path: Path | OpenedDataset | None, format: DataFormat | None = None) -> str:
     """'pusht' for a replay zarr holding `state` (or no data at all), else the simulator-free 'dataset'."""
     if path is None:
         return "pusht"
-    fmt = format or detect_format(path)
-    if fmt == "zarr" and (Path(path).expanduser() / "data" / "state").is_dir():
+    dataset = _opened(path, format)
+    if dataset.format == "zarr" and (dataset.path / "data" / "state").is_dir():
         return "pusht"
     return DATASET_TASK
 
 
-def require_valid(path: Path, format: DataFormat | None, horizon: int | None) -> None:
+def require_valid(path: Path | OpenedDataset, format: DataFormat | None, horizon: int | None) -> None:
     """Validate the dataset at `path`; refuse it with the full report when it has problems."""
-    report = validate_dataset(path, format, horizon=horizon)
-    if not report.ok:
-        raise DataValidationError(report)
+    _opened(path, format).require_valid(horizon)
 
 
 def default_obs_keys(episodes: Episodes) -> list[str]:
@@ -135,17 +136,17 @@ def _zarr_aliases(episodes: Episodes) -> Episodes:
 
 
 def load_dataset_task(
-    path: Path | None, format: DataFormat | None, obs_keys: Sequence[str] | None
+    path: Path | OpenedDataset | None, format: DataFormat | None, obs_keys: Sequence[str] | None
 ) -> tuple[Task, Episodes, dict[str, Any]]:
     """The dataset task, its episodes, and what to record in train_config.json about them."""
     if path is None:
         raise ScorePolicyError(
             f"task '{DATASET_TASK}' needs --data PATH (a LeRobot, robomimic or zarr dataset)"
         )
-    fmt = format or detect_format(path)
-    episodes = load_dataset(path, fmt)
-    if fmt == "zarr":
+    dataset = _opened(path, format)
+    episodes = dataset.load()
+    if dataset.format == "zarr":
         episodes = _zarr_aliases(episodes)
     keys = resolve_obs_keys(episodes, obs_keys)
-    record = {"data_format": fmt, "obs_keys": keys, "action_key": ACTION_KEY}
+    record = {"data_format": dataset.format, "obs_keys": keys, "action_key": ACTION_KEY}
     return dataset_task(episodes, keys), episodes, record

@@ -1,15 +1,20 @@
-"""Dataset formats: detection from the path and one `load_dataset` for all of them."""
+"""Dataset formats: a dataset is opened once (`open_dataset`: format detected, container checked), then
+validated, loaded and summarised through that one `OpenedDataset`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
+
+if TYPE_CHECKING:
+    from scorepolicy.data.validate import ValidationReport
 
 DataFormat = Literal["lerobot", "zarr", "robomimic"]
 """Readable formats: LeRobot v2.1/v3.0 directory, Diffusion-Policy replay zarr, robomimic HDF5."""
@@ -54,8 +59,57 @@ def check_finite(episodes: Episodes) -> None:
             )
 
 
+@dataclass(frozen=True)
+class OpenedDataset:
+    """A dataset whose format is known and whose container was checked (a replay zarr's metadata is
+    safe to decode); validate, load and summarise it without detecting anything again."""
+
+    path: Path
+    """The dataset (directory or file)."""
+    format: DataFormat
+    """Its format, detected once or forced."""
+
+    def load(self, keys: Sequence[str] | None = None, *, finite: bool = True) -> Episodes:
+        """Read it into `Episodes` (`keys` and `finite` as in `load_dataset`)."""
+        return _load(self, keys, finite)
+
+    def validate(self, horizon: int | None = None) -> ValidationReport:
+        """Every problem found in one pass (never raises for bad data)."""
+        from scorepolicy.data.validate import validate_opened
+
+        return validate_opened(self, horizon)
+
+    def require_valid(self, horizon: int | None = None) -> None:
+        """Raise `DataValidationError` (the full report) when validation finds any problem."""
+        from scorepolicy.data.validate import DataValidationError
+
+        report = self.validate(horizon)
+        if not report.ok:
+            raise DataValidationError(report)
+
+    def info(self) -> dict[str, Any]:
+        """Episodes, frames, fps, features with statistics, tasks and absent streams."""
+        from scorepolicy.data.inspect import summarise
+
+        return summarise(self)
+
+
+def open_dataset(path: str | Path, format: DataFormat | None = None) -> OpenedDataset:
+    """Open the dataset at `path`: its format (detected unless given) and, for a replay zarr, the store's
+    layout and every array's metadata checked before any codec runs."""
+    if format is not None and format not in DATA_FORMATS:
+        raise ScorePolicyError(f"unknown data format {format!r}; choose one of {', '.join(DATA_FORMATS)}")
+    root = Path(path).expanduser()
+    fmt = format or detect_format(root)
+    if fmt == "zarr":
+        from scorepolicy.data.zarr_replay import check_replay_store
+
+        check_replay_store(root)
+    return OpenedDataset(root, fmt)
+
+
 def load_dataset(
-    path: str | Path,
+    path: str | Path | OpenedDataset,
     format: DataFormat | None = None,
     *,
     keys: Sequence[str] | None = None,
@@ -67,7 +121,13 @@ def load_dataset(
     (default: every vector feature; LeRobot videos and zarr images only when named). With `finite`
     (default) NaN or inf in a float array is a one-line error.
     """
-    fmt = format or detect_format(path)
+    dataset = path if isinstance(path, OpenedDataset) else open_dataset(path, format)
+    return dataset.load(keys, finite=finite)
+
+
+def _load(dataset: OpenedDataset, keys: Sequence[str] | None, finite: bool) -> Episodes:
+    """The reader of the dataset's format, called on its path."""
+    path, fmt = dataset.path, dataset.format
     if fmt == "lerobot":
         from scorepolicy.data.lerobot import read_lerobot
 
@@ -77,23 +137,21 @@ def load_dataset(
 
         if finite:
             return read_replay_zarr(path, keys)
-        return _read_zarr_lenient(Path(path), keys)
-    if fmt == "robomimic":
-        from scorepolicy.data.robomimic import read_robomimic
+        return _read_zarr_lenient(path, keys)
+    from scorepolicy.data.robomimic import read_robomimic
 
-        obs_keys = [k.removeprefix("observation.") for k in keys] if keys is not None else None
-        episodes = read_robomimic(path, obs_keys)
-        if finite:
-            check_finite(episodes)
-        return episodes
-    raise ScorePolicyError(f"unknown data format {fmt!r}; choose one of {', '.join(DATA_FORMATS)}")
+    obs_keys = [k.removeprefix("observation.") for k in keys] if keys is not None else None
+    episodes = read_robomimic(path, obs_keys)
+    if finite:
+        check_finite(episodes)
+    return episodes
 
 
 def _read_zarr_lenient(root: Path, keys: Sequence[str] | None) -> Episodes:
     """A replay zarr read without the NaN check (for inspection of data that validation flags)."""
     from scorepolicy.data import zarr_replay as zr
 
-    zr._check_store(root)
+    zr.check_replay_store(root)
     ends = zr._read_episode_ends(root)
     data = {}
     for key in zr._select_keys(root, keys):
@@ -130,12 +188,12 @@ def convert_dataset(
     target = Path(out).expanduser()
     if target.exists() and not overwrite:
         raise ScorePolicyError(f"{target}: already exists; choose another --out or pass --overwrite")
-    fmt = format or detect_format(path)
-    episodes = load_dataset(path, fmt)
+    dataset = open_dataset(path, format)
+    episodes = dataset.load()
     if to == "lerobot-v3":
         from scorepolicy.data.lerobot_write import write_lerobot_v3
 
-        if fmt != "lerobot":
+        if dataset.format != "lerobot":
             episodes = lerobot_names(episodes)
         return write_lerobot_v3(episodes, target, fps=fps, overwrite=overwrite)
     from scorepolicy.data.zarr_replay import write_replay_zarr

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from scorepolicy.core.episodes import Episodes
-from scorepolicy.data.formats import DataFormat, detect_format, load_dataset
+from scorepolicy.data.formats import DataFormat, OpenedDataset, open_dataset
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_bytes
 
@@ -31,12 +31,17 @@ def _feature_summary(arr: np.ndarray) -> dict[str, Any]:
 
 def dataset_info(path: str | Path, format: DataFormat | None = None) -> dict[str, Any]:
     """Episodes, frames, fps, features with statistics, tasks and absent streams of a dataset."""
-    fmt = format or detect_format(path)
-    episodes = load_dataset(path, fmt, finite=False)
+    return open_dataset(path, format).info()
+
+
+def summarise(dataset: OpenedDataset) -> dict[str, Any]:
+    """The summary of an opened dataset (its data read once, NaN/inf counted rather than refused)."""
+    episodes = dataset.load(finite=False)
+    fmt = dataset.format
     lengths = np.diff(np.concatenate([[0], episodes.episode_ends]))
     attrs = episodes.attrs
     return {
-        "path": str(path),
+        "path": str(dataset.path),
         "format": fmt + (f" {attrs['codebase_version']}" if "codebase_version" in attrs else ""),
         "episodes": episodes.n_episodes,
         "frames": episodes.n_steps,
@@ -108,7 +113,7 @@ def plot_dataset(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    episodes = load_dataset(path, format, finite=False)
+    episodes = open_dataset(path, format).load(finite=False)
     action = _pick(episodes, "action")
     state = _pick(episodes, "observation.state", "state")
     if action is None:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from scorepolicy.data.formats import DataFormat, detect_format
+from scorepolicy.data.formats import DataFormat, OpenedDataset, open_dataset
 from scorepolicy.errors import ScorePolicyError
 
 Severity = Literal["error", "note"]
@@ -198,15 +198,20 @@ def validate_dataset(
 ) -> ValidationReport:
     """Check a dataset in one pass and report every problem found (never raises for bad data)."""
     try:
-        fmt: str = format or detect_format(path)
+        dataset = open_dataset(path, format)
     except ScorePolicyError as exc:
-        return ValidationReport(str(path), "unknown", [Problem("", str(exc))])
-    report = ValidationReport(str(path), fmt)
+        return ValidationReport(str(path), format or "unknown", [Problem("", str(exc))])
+    return validate_opened(dataset, horizon)
+
+
+def validate_opened(dataset: OpenedDataset, horizon: int | None) -> ValidationReport:
+    """Every problem of an opened dataset, found in one pass (never raises for bad data)."""
+    report = ValidationReport(str(dataset.path), dataset.format)
     from scorepolicy.data import validate_formats as vf
 
     checks = {"lerobot": vf.validate_lerobot, "zarr": vf.validate_zarr, "robomimic": vf.validate_robomimic}
     try:
-        report.problems.extend(checks[fmt](Path(path).expanduser(), horizon))
+        report.problems.extend(checks[dataset.format](dataset.path, horizon))
     except ScorePolicyError as exc:
         report.problems.append(Problem("", str(exc)))
     return report

@@ -187,25 +187,35 @@ def _check_global(meta: LeRobotMeta, found: dict[str, list[np.ndarray]]) -> Iter
             yield Problem(str(stats_path), "no statistics for this feature", field=key)
 
 
+def _zarr_array_problems(root: Path, key: str, n_rows: int) -> Iterator[Problem]:
+    """Shape and completeness of data/<key> (metadata and chunk listing only: images are not read)."""
+    from scorepolicy.data.zarr_meta import read_array_meta, require_dense
+
+    meta = read_array_meta(root / "data" / key)
+    if not meta.shape or meta.shape[0] != n_rows:
+        yield Problem(
+            str(root / "data" / key),
+            f"{meta.shape[0] if meta.shape else 0} rows but meta/episode_ends ends at {n_rows}",
+            field=key,
+        )
+        return
+    require_dense(meta)
+
+
 def validate_zarr(root: Path, horizon: int | None) -> Iterator[Problem]:
-    """Every problem of a Diffusion-Policy replay zarr."""
+    """Every problem of a Diffusion-Policy replay zarr (missing chunks of any data array included)."""
     from scorepolicy.data import zarr_replay as zr
 
-    zr._check_store(root)
+    zr.check_replay_store(root)
     ends = zr._read_episode_ends(root)
     starts = np.concatenate([[0], ends[:-1]])
     data: dict[str, np.ndarray] = {}
     for key in sorted(p.name for p in (root / "data").iterdir() if zr._is_array_dir(p)):
         try:
+            problems = list(_zarr_array_problems(root, key, int(ends[-1])))
+            yield from problems
             shape = zr._array_shape(root / "data" / key)
-            if not shape or shape[0] != ends[-1]:
-                yield Problem(
-                    str(root / "data" / key),
-                    f"{shape[0] if shape else 0} rows but meta/episode_ends ends at {ends[-1]}",
-                    field=key,
-                )
-                continue
-            if key in zr.IMAGE_KEYS or len(shape) >= 4:
+            if problems or key in zr.IMAGE_KEYS or len(shape) >= 4:
                 continue
             data[key] = zr._read_array(root / "data" / key)
         except ScorePolicyError as exc:

@@ -1,16 +1,16 @@
 """Read and write Diffusion-Policy replay-buffer zarr stores (`data/<key>` arrays, `meta/episode_ends`).
 
-Plain zarr-v2 arrays in a local directory (the layout Diffusion Policy publishes) are decoded chunk by
-chunk with numcodecs, which is an order of magnitude faster than going through zarr 3's async machinery;
-any other array (zarr v3 format, filters, Fortran order, object dtypes) is read through the `zarr`
-package. Works with zarr 2 (>= 2.16) and zarr 3.
+Every array's metadata is checked first (`zarr_meta`: numeric dtypes and an allow-list of codecs only,
+so no code stored in the data runs) and every chunk file must be present (a replay buffer is written
+dense; a missing chunk is lost data, not fill values). Plain zarr-v2 arrays in a local directory (the
+layout Diffusion Policy publishes) are then decoded chunk by chunk with numcodecs, which is an order of
+magnitude faster than going through zarr 3's async machinery; any other array (zarr v3 format, filters,
+Fortran order) is read through the `zarr` package. Works with zarr 2 (>= 2.18) and zarr 3.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,13 @@ from typing import Any
 import numpy as np
 
 from scorepolicy.core.episodes import Episodes
+from scorepolicy.data.zarr_meta import (
+    ArrayMeta,
+    check_store_safe,
+    is_array_dir,
+    read_array_meta,
+    require_dense,
+)
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_directory
 
@@ -25,85 +32,48 @@ IMAGE_KEYS = frozenset({"img", "image", "images", "rgb"})
 """Keys left out by default (large per-step images); ask for them explicitly with `keys=`."""
 
 _GROUP_MARKERS = (".zgroup", "zarr.json")
-_ARRAY_MARKERS = (".zarray", "zarr.json")
 _FINITE_CHECK_ROWS = 4096
 _WRITE_CHUNK_BYTES = 1 << 20
 
 
-def _is_array_dir(path: Path) -> bool:
-    """True when `path` is a zarr array directory (v2 `.zarray` or a v3 `zarr.json` of node_type array)."""
-    if (path / ".zarray").is_file():
-        return True
-    meta = path / "zarr.json"
-    if not meta.is_file():
-        return False
-    try:
-        return bool(json.loads(meta.read_text()).get("node_type") == "array")
-    except (OSError, ValueError):
-        return False
+_is_array_dir = is_array_dir
 
 
 def _array_shape(path: Path) -> tuple[int, ...]:
-    """The shape recorded in an array directory's metadata (v2 or v3)."""
-    name = ".zarray" if (path / ".zarray").is_file() else "zarr.json"
-    try:
-        return tuple(int(n) for n in json.loads((path / name).read_text())["shape"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ScorePolicyError(f"{path / name}: unreadable zarr array metadata ({exc}); rewrite it") from exc
+    """The shape recorded in an array directory's metadata (v2 or v3), after the safety check."""
+    return read_array_meta(path).shape
 
 
-def _v2_fill(meta: dict[str, Any], dtype: np.dtype) -> Any:
-    """The fill value of a v2 array as a numpy scalar, or None when it needs zarr to interpret it."""
-    fill = meta.get("fill_value")
-    if fill is None:
-        return dtype.type(0)
-    special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-    if isinstance(fill, str):
-        return dtype.type(special[fill]) if fill in special and dtype.kind == "f" else None
-    if isinstance(fill, bool | int | float):
-        return dtype.type(fill)
-    return None
-
-
-def _read_v2_fast(path: Path) -> np.ndarray | None:
-    """Decode a plain local zarr-v2 array with numcodecs; None when it uses a feature left to zarr."""
-    if not (path / ".zarray").is_file():
-        return None
+def _read_v2_fast(meta: ArrayMeta) -> np.ndarray:
+    """Decode a plain local zarr-v2 array chunk by chunk with numcodecs (every chunk must be present)."""
     import numcodecs
 
-    meta = json.loads((path / ".zarray").read_text())
-    dtype_desc = meta.get("dtype")
-    if meta.get("filters") or meta.get("order", "C") != "C" or not isinstance(dtype_desc, str):
-        return None
-    dtype = np.dtype(dtype_desc)
-    shape, chunks = tuple(meta["shape"]), tuple(meta["chunks"])
-    fill = _v2_fill(meta, dtype)
-    if dtype.hasobject or len(shape) == 0 or fill is None:
-        return None
-    codec = numcodecs.get_codec(meta["compressor"]) if meta.get("compressor") else None
-    sep = meta.get("dimension_separator", ".")
-    out = np.empty(shape, dtype=dtype)
-    grid = [range(math.ceil(s / c)) for s, c in zip(shape, chunks)]
-    for idx in itertools.product(*grid):
-        region = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
-        chunk_file = path / sep.join(str(i) for i in idx)
-        if not chunk_file.is_file():
-            out[region] = fill
-            continue
-        raw = chunk_file.read_bytes()
-        block = np.frombuffer(codec.decode(raw) if codec else raw, dtype=dtype).reshape(chunks)
+    compressor = meta.meta.get("compressor")
+    codec = numcodecs.get_codec(compressor) if compressor else None
+    out = np.empty(meta.shape, dtype=meta.dtype)
+    for idx in meta.chunk_indices():
+        region = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, meta.chunks, meta.shape))
+        raw = (meta.path / meta.chunk_key(idx)).read_bytes()
+        block = np.frombuffer(codec.decode(raw) if codec else raw, dtype=meta.dtype).reshape(meta.chunks)
         out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
     return out
 
 
 def _read_array(path: Path) -> np.ndarray:
-    """The whole array stored at directory `path`, via the fast v2 path or the zarr package."""
+    """The whole array stored at directory `path`: metadata checked, every chunk present, then decoded
+    with numcodecs (plain v2) or the zarr package."""
+    meta = read_array_meta(path)
+    require_dense(meta)
     try:
-        fast = _read_v2_fast(path)
-        if fast is not None:
-            return fast
+        if meta.fast_v2 and meta.shape:
+            return _read_v2_fast(meta)
         import zarr
 
+        if meta.zarr_format == 3 and int(zarr.__version__.split(".")[0]) < 3:
+            raise ScorePolicyError(
+                f"{path}: a zarr format 3 array needs zarr >= 3 (installed: {zarr.__version__}); "
+                "pip install 'zarr>=3'"
+            )
         return np.asarray(zarr.open_array(str(path), mode="r")[...])
     except ScorePolicyError:
         raise
@@ -129,8 +99,9 @@ def _first_nonfinite_row(arr: np.ndarray) -> int | None:
     return None
 
 
-def _check_store(root: Path) -> None:
-    """Raise ScorePolicyError unless `root` is a zarr directory with `data/` and `meta/episode_ends`."""
+def check_replay_store(root: Path) -> None:
+    """Raise ScorePolicyError unless `root` is a zarr directory with `data/` and `meta/episode_ends` whose
+    every array has a numeric dtype and allowed codecs (checked before zarr or numcodecs decode anything)."""
     if not root.exists():
         raise ScorePolicyError(f"{root}: replay zarr not found; check the path (or download the dataset)")
     if not root.is_dir() or not any((root / m).is_file() for m in _GROUP_MARKERS):
@@ -143,6 +114,7 @@ def _check_store(root: Path) -> None:
         )
     if not (root / "data").is_dir():
         raise ScorePolicyError(f"{root}: missing the 'data/' group; a replay zarr keeps arrays in data/<key>")
+    check_store_safe(root)
 
 
 def _read_episode_ends(root: Path) -> np.ndarray:
@@ -175,7 +147,7 @@ def _select_keys(root: Path, keys: Sequence[str] | None) -> list[str]:
 def read_replay_zarr(path: str | Path, keys: Sequence[str] | None = None) -> Episodes:
     """Read a Diffusion-Policy replay zarr into `Episodes` (floats as float32; images only on request)."""
     root = Path(path).expanduser()
-    _check_store(root)
+    check_replay_store(root)
     ends = _read_episode_ends(root)
     n_steps = int(ends[-1])
     selected = _select_keys(root, keys)
@@ -226,11 +198,13 @@ def _write_array(group: Any, name: str, arr: np.ndarray) -> None:
     """Store `arr` under `group[name]`, chunked along the first (step) axis."""
     row_bytes = max(1, arr[:1].nbytes)
     chunks = (max(1, min(arr.shape[0], _WRITE_CHUNK_BYTES // row_bytes)), *arr.shape[1:])
-    if hasattr(group, "create_array"):  # zarr 3
-        target = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+    if hasattr(group, "create_array"):  # zarr 3 (dense: all-fill chunks are written too)
+        target = group.create_array(
+            name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, config={"write_empty_chunks": True}
+        )
         target[...] = arr
     else:  # zarr 2
-        group.create_dataset(name, data=arr, chunks=chunks)
+        group.create_dataset(name, data=arr, chunks=chunks, write_empty_chunks=True)
 
 
 def write_replay_zarr(episodes: Episodes, path: str | Path, overwrite: bool = False) -> Path:
