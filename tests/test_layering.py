@@ -25,7 +25,7 @@ class Rule:
     """Dotted prefixes they may not import."""
 
 
-API = ("scorepolicy.api",)  # `api.py`, and `api_*.py` / an `api/` package once it is split
+API = ("scorepolicy.api", "scorepolicy.commands")  # the API package and the CLI's command dataclasses
 RULES = (
     # ARCHITECTURE.md, "Never:" -- one rule per clause.
     Rule("scorepolicy.diffusion", ("scorepolicy.envs", "scorepolicy.training", "scorepolicy.evaluation")),
@@ -105,6 +105,7 @@ def test_no_module_imports_upward() -> None:
         ("data/x.py", "from scorepolicy.envs.registry import get_task\n", True),
         ("data/x.py", "def f():\n    from scorepolicy.api import load_policy\n", True),
         ("data/x.py", "from scorepolicy import api\n", True),
+        ("data/x.py", "from scorepolicy.commands.data import Info\n", True),
         ("data/x.py", "from ..evaluation import evaluate\n", True),
         ("envs/x.py", "import scorepolicy.evaluation.diversity\n", True),
         ("models/x.py", "from scorepolicy.training.loop import train\n", True),

@@ -226,3 +226,15 @@ def test_v3_metadata_is_checked_too(tmp_path: Path) -> None:
     with pytest.raises(ScorePolicyError) as exc:  # safe now, but its only chunk is absent
         load_dataset(root)
     _one_line(exc, *(("data/x", "rows 0-3") if ZARR_MAJOR >= 3 else ("meta/episode_ends", "zarr >= 3")))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9])
+def test_truncated_chunk_is_an_error_not_garbage(tmp_path: Path, fraction: float) -> None:
+    """blosc decodes a truncated frame from whatever memory follows it: the frame header is checked."""
+    store = write_zarr(tmp_path / "t.zarr")
+    chunk = store / "data" / "action" / "0.0"
+    chunk.write_bytes(chunk.read_bytes()[: int(chunk.stat().st_size * fraction)])
+    with pytest.raises(ScorePolicyError) as exc:
+        load_dataset(store)
+    _one_line(exc, "data/action/0.0", "restore the file")
+    assert any("data/action/0.0" in line for line in validate_dataset(store, horizon=2).lines())

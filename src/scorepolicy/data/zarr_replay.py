@@ -11,6 +11,7 @@ Fortran order) is read through the `zarr` package. Works with zarr 2 (>= 2.18) a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,32 @@ def _read_v2_fast(meta: ArrayMeta) -> np.ndarray:
     compressor = meta.meta.get("compressor")
     codec = numcodecs.get_codec(compressor) if compressor else None
     out = np.empty(meta.shape, dtype=meta.dtype)
+    nbytes = math.prod(meta.chunks) * meta.dtype.itemsize
+    blosc = isinstance(compressor, dict) and compressor.get("id") == "blosc"
     for idx in meta.chunk_indices():
         region = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, meta.chunks, meta.shape))
-        raw = (meta.path / meta.chunk_key(idx)).read_bytes()
-        block = np.frombuffer(codec.decode(raw) if codec else raw, dtype=meta.dtype).reshape(meta.chunks)
+        chunk_file = meta.path / meta.chunk_key(idx)
+        raw = chunk_file.read_bytes()
+        if blosc and not _blosc_frame_complete(raw, nbytes):
+            raise ScorePolicyError(
+                f"{chunk_file}: truncated or corrupt blosc chunk ({len(raw)} bytes); restore the file"
+            )
+        decoded = codec.decode(raw) if codec else raw
+        if len(decoded) != nbytes:
+            raise ScorePolicyError(
+                f"{chunk_file}: chunk decodes to {len(decoded)} bytes, expected {nbytes}; restore the file"
+            )
+        block = np.frombuffer(decoded, dtype=meta.dtype).reshape(meta.chunks)
         out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
     return out
+
+
+def _blosc_frame_complete(raw: bytes, nbytes: int) -> bool:
+    """True when a blosc frame's header records this file's length and the chunk's size (blosc itself
+    would decode a truncated frame into whatever memory follows it)."""
+    if len(raw) < 16:
+        return False
+    return int.from_bytes(raw[4:8], "little") == nbytes and int.from_bytes(raw[12:16], "little") == len(raw)
 
 
 def _read_array(path: Path) -> np.ndarray:
