@@ -188,3 +188,28 @@ def test_so101_round_trip_is_exact(tmp_path: Path) -> None:
     assert_same(first, again)
     for key in ("tasks", "fps", "robot_type", "feature_names"):
         assert again.attrs[key] == first.attrs[key], key
+
+
+def test_lerobot_loads_our_v3_output(tmp_path: Path) -> None:
+    """The README's claim: LeRobot's own LeRobotDataset reads what `data convert --to lerobot-v3` writes."""
+    module = pytest.importorskip(
+        "lerobot.datasets.lerobot_dataset",
+        reason="lerobot is not installed (pip install lerobot; it pins its own torch, so not in dev)",
+    )
+    import torch
+
+    from scorepolicy.data.formats import convert_dataset
+
+    src = small_episodes()
+    root = convert_dataset(write_v21(tmp_path / "v21", src), "lerobot-v3", tmp_path / "v3")
+    dataset = module.LeRobotDataset("local/scorepolicy-test", root=root)  # a local root: no hub access
+    assert dataset.num_episodes == src.n_episodes and dataset.num_frames == src.n_steps
+    assert dataset.fps == 10
+    row = int(src.episode_ends[0]) + 2  # episode 1, frame 2
+    item = dataset[row]
+    assert int(item["episode_index"]) == 1 and int(item["frame_index"]) == 2
+    for key in ("observation.state", "action"):
+        assert torch.equal(item[key], torch.from_numpy(src.data[key][row])), key
+    assert item["task"] == src.attrs["tasks"][1]  # type: ignore[index]
+    mean = np.asarray(dataset.meta.stats["action"]["mean"], dtype=np.float64)
+    np.testing.assert_allclose(mean, src.data["action"].astype(np.float64).mean(0), rtol=1e-5)

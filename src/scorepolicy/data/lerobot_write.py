@@ -55,7 +55,8 @@ def _tasks(episodes: Episodes) -> tuple[list[str], np.ndarray]:
 
 
 def _feature_arrays(episodes: Episodes) -> dict[str, np.ndarray]:
-    """Non-bookkeeping features as (N,) scalars or (N, d) vectors (higher ranks are flattened)."""
+    """Non-bookkeeping features as (N,) scalars (also for one-element vectors) or (N, d) vectors (higher
+    ranks are flattened)."""
     out = {}
     for key, arr in episodes.data.items():
         if key in FRAME_COLUMNS:
@@ -66,6 +67,8 @@ def _feature_arrays(episodes: Episodes) -> dict[str, np.ndarray]:
             )
         if arr.ndim > 2:
             arr = arr.reshape(len(arr), -1)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]  # shape [1] is a scalar column in LeRobot (its datasets schema says Value)
         out[key] = arr.astype(np.float32) if arr.dtype.kind == "f" else arr
     return out
 
@@ -87,7 +90,7 @@ def _frame_columns(episodes: Episodes, fps: float, task_index: np.ndarray) -> di
 
 def _feature_info(arr: np.ndarray, names: object) -> dict[str, Any]:
     shape = [1] if arr.ndim == 1 else [int(arr.shape[1])]
-    if not (isinstance(names, list) and len(names) == shape[0] and arr.ndim == 2):
+    if not (isinstance(names, list) and len(names) == shape[0]):
         names = None
     return {"dtype": str(arr.dtype), "shape": shape, "names": names}
 
