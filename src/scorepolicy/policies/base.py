@@ -3,6 +3,8 @@ save/load); the families (score policy, baselines) add `compute_loss` and `predi
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -21,7 +23,6 @@ from scorepolicy.files import (
     from_dict,
     load_tensors,
     read_json,
-    to_dict,
 )
 from scorepolicy.models import GoalEncoder, MLPDenoiser, MoDEDenoiser, TransformerDenoiser
 from scorepolicy.policies.config import PolicyConfig
@@ -46,7 +47,7 @@ def build_denoiser(cfg: PolicyConfig) -> Denoiser:
 
 
 def check_base_config(cfg: PolicyConfig, where: str) -> None:
-    """One-line errors for settings every policy family shares."""
+    """One-line errors for the config's ranges (checked by its class) and for sizes not yet taken from data."""
     cfg.validate(f"{where}: ")
     if cfg.obs_dim - cfg.goal.obs_width < 1 or cfg.action_dim < 1:
         raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
@@ -61,10 +62,16 @@ def check_base_config(cfg: PolicyConfig, where: str) -> None:
         raise ScorePolicyError(f"{where}: mode.action_group must divide the horizon ({cfg.horizon})")
 
 
-class ChunkPolicy(nn.Module):
-    """A policy over action chunks with a LeRobot-style interface (select_action, reset, save/load)."""
+class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
+    """A policy over action chunks with a LeRobot-style interface (select_action, reset, save/load).
+
+    Abstract: a family subclasses it, implements `compute_loss` and `predict_action_chunk`, names its config
+    class (`config_class`) and registers itself by kind (`@register_policy("kind")`, policies/registry.py).
+    """
 
     kind: ClassVar[str] = ""
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+    """The family's config class: what it validates and saves to config.json."""
     obs_min: Tensor
     obs_max: Tensor
     action_min: Tensor
@@ -72,6 +79,7 @@ class ChunkPolicy(nn.Module):
 
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
+        cfg = self.family_config(cfg)
         self.check_config(cfg)
         self.cfg = cfg
         self.denoiser: Denoiser = build_denoiser(cfg)
@@ -92,9 +100,21 @@ class ChunkPolicy(nn.Module):
         self._goal: Goal | None = None
 
     @classmethod
+    def family_config(cls, cfg: PolicyConfig) -> PolicyConfig:
+        """`cfg` as this family's config class, with the sections it does not use at their defaults (so that
+        a saved and reloaded config equals the original); used sections are shared, not copied."""
+        defaults = cls.config_class()  # a family's config class defaults `kind` to the family's
+        fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        family = cls.config_class(**{**fields, "kind": defaults.kind})
+        used = family.used_dict().keys()
+        unused = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(family) if f.name not in used}
+        family = dataclasses.replace(family, **unused)
+        return cfg if family == cfg and type(cfg) is cls.config_class else family
+
+    @classmethod
     def check_config(cls, cfg: PolicyConfig, where: str = "config") -> None:
-        """One-line errors for inconsistent settings (families extend this)."""
-        check_base_config(cfg, where)
+        """One-line errors for inconsistent settings, checked by the family's config class."""
+        check_base_config(cls.family_config(cfg), where)
 
     def normalized_fields(self) -> dict[str, int]:
         """Fields with min/max normalisation statistics and their sizes."""
@@ -232,15 +252,15 @@ class ChunkPolicy(nn.Module):
                 raise ScorePolicyError(f"goal: expected goal vectors of size {g.goal_dim}, got size {size}")
 
     # ---------------------------------------------------------------- interface for families
+    @abc.abstractmethod
     def compute_loss(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """Training loss on a batch of raw values {'obs', 'action'[, 'task', 'goal']}."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict_action_chunk(self, obs: Tensor, *, goal: Goal | None = None) -> Tensor:
         """Raw actions (B, T_p, d_a) for raw observation histories (B, T_o, d_o) (and a goal)."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- inference speed
     def optimize_for_inference(self) -> ChunkPolicy:
@@ -355,7 +375,7 @@ class ChunkPolicy(nn.Module):
         """Write `model.safetensors` (the given weights, e.g. EMA; default: this module's) and `config.json`."""
         directory = Path(directory)
         atomic_save_tensors(directory / "model.safetensors", state_dict or self.state_dict())
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": to_dict(self.cfg)}
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": self.cfg.used_dict()}
         atomic_write_json(directory / "config.json", meta)
 
     @classmethod
@@ -429,8 +449,10 @@ def read_policy_config(path: Path) -> PolicyConfig:
     meta: Any = read_json(path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "policy" not in meta:
         raise ScorePolicyError(f"{path}: not a scorepolicy config (field 'format' must be '{FORMAT}')")
-    cfg = from_dict(PolicyConfig, meta["policy"], f"{path}: policy")
-    policy_class(cfg.kind).check_config(cfg, str(path))
+    policy = meta["policy"]
+    family = policy_class(str(policy.get("kind", "score")) if isinstance(policy, dict) else "score")
+    cfg = from_dict(family.config_class, policy, f"{path}: policy")
+    family.check_config(cfg, str(path))
     return cfg
 
 

@@ -21,8 +21,9 @@ from torch import Tensor
 
 from scorepolicy.diffusion.random import NoiseSource, randn
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config
-from scorepolicy.policies.config import DDPMConfig, PolicyConfig
+from scorepolicy.policies.base import ChunkPolicy, Goal
+from scorepolicy.policies.config import DDPMConfig, DDPMPolicyConfig, MSEBCPolicyConfig, PolicyConfig
+from scorepolicy.policies.registry import register_policy
 
 EpsFn = Callable[[Tensor, int], Tensor]
 """ε̂(x_t, t) for a batch at integer step t."""
@@ -41,11 +42,12 @@ def _batch_goal(batch: dict[str, Tensor]) -> Goal | None:
     return explicit or None
 
 
+@register_policy("mse-bc")
 class MSEBCPolicy(ChunkPolicy):
     """Behaviour cloning with a mean-squared-error loss on the action chunk (same network as the score
     policy: the noisy-chunk input is zero and the noise-level features are those of c = 0)."""
 
-    kind = "mse-bc"
+    config_class = MSEBCPolicyConfig
 
     def _features(self) -> Tensor:
         return self.denoiser.sigma_features(torch.zeros(1))
@@ -136,31 +138,16 @@ def ddpm_sample(
     return x
 
 
-def check_ddpm_config(cfg: PolicyConfig, where: str = "config") -> None:
-    """One-line errors for inconsistent settings of the DDPM baseline."""
-    check_base_config(cfg, where)
-    d = cfg.ddpm
-    if d.train_steps < 2:
-        raise ScorePolicyError(f"{where}: ddpm.train_steps must be at least 2")
-    if not 1 <= d.inference_steps <= d.train_steps:
-        raise ScorePolicyError(
-            f"{where}: ddpm.inference_steps must be in 1..ddpm.train_steps ({d.train_steps})"
-        )
-
-
+@register_policy("ddpm")
 class DDPMPolicy(ChunkPolicy):
     """Diffusion Policy's DDPM baseline (ε-prediction, discrete steps) on the score policy's network."""
 
-    kind = "ddpm"
+    config_class = DDPMPolicyConfig
     alphas_cumprod: Tensor
 
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__(cfg)
         self.register_buffer("alphas_cumprod", ddpm_alphas_cumprod(cfg.ddpm), persistent=False)
-
-    @classmethod
-    def check_config(cls, cfg: PolicyConfig, where: str = "config") -> None:
-        check_ddpm_config(cfg, where)
 
     def _features(self, t: Tensor) -> Tensor:
         return self.denoiser.sigma_features(t.float() / self.cfg.ddpm.train_steps)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.diffusion.schedules import ScheduleName, Terminal
 from scorepolicy.errors import ScorePolicyError, check_field
+from scorepolicy.files import to_dict
 from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig
 
 PolicyKind = Literal["score", "mse-bc", "ddpm"]
@@ -104,7 +106,16 @@ class GoalConfig:
 
 @dataclass
 class PolicyConfig:
-    """A policy over action chunks, conditioned on an observation history (and optionally a goal)."""
+    """A policy over action chunks, conditioned on an observation history (and optionally a goal).
+
+    The command line parses this class, with every family's section; each family has its own subclass
+    (`ScorePolicyConfig`, `MSEBCPolicyConfig`, `DDPMPolicyConfig`, registered with the family's policy class
+    by kind) that validates what the family needs and saves only the sections it uses (`used_dict`).
+    """
+
+    family_sections: ClassVar[tuple[str, ...]] = ("diffusion", "ddpm")
+    """Family-specific sections this config uses and checks, beyond the shared fields and the chosen
+    denoiser's (the command-line class: every family's)."""
 
     kind: PolicyKind = "score"
     """Policy family: 'score' (EDM diffusion), or the baselines 'mse-bc' and 'ddpm' on the same backbone."""
@@ -147,8 +158,50 @@ class PolicyConfig:
         check_field(_flag(prefix, "n_action_steps"), self.n_action_steps, at_least=1, at_most=self.horizon)
         check_network(self, prefix)
         check_goal(self.goal, prefix + "goal.")
-        check_diffusion(self.diffusion, prefix + "diffusion.")
-        check_ddpm(self.ddpm, prefix + "ddpm.")
+        if "diffusion" in self.family_sections:
+            check_diffusion(self.diffusion, prefix + "diffusion.")
+        if "ddpm" in self.family_sections:
+            check_ddpm(self.ddpm, prefix + "ddpm.")
+
+    def used_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict without the sections this config does not use: the other
+        denoisers' and the other families' (what config.json stores)."""
+        unused = {"mlp", "transformer", "mode", "diffusion", "ddpm"} - {self.denoiser, *self.family_sections}
+        return {k: v for k, v in to_dict(self).items() if k not in unused}
+
+    def to_family(self) -> PolicyConfig:
+        """This config as its family's config class (`kind` decides); the sections are shared, not copied."""
+        from scorepolicy.policies.registry import policy_class
+
+        family = policy_class(self.kind).config_class
+        if isinstance(self, family):
+            return self
+        return family(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+@dataclass
+class ScorePolicyConfig(PolicyConfig):
+    """The score policy's config: the shared settings and EDM diffusion (`diffusion`)."""
+
+    family_sections: ClassVar[tuple[str, ...]] = ("diffusion",)
+
+
+@dataclass
+class MSEBCPolicyConfig(PolicyConfig):
+    """The MSE behaviour-cloning baseline's config: only the shared settings (one network call per chunk)."""
+
+    kind: PolicyKind = "mse-bc"
+    """Policy family (always 'mse-bc' for this class)."""
+    family_sections: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass
+class DDPMPolicyConfig(PolicyConfig):
+    """The DDPM baseline's config: the shared settings and the discrete diffusion (`ddpm`)."""
+
+    kind: PolicyKind = "ddpm"
+    """Policy family (always 'ddpm' for this class)."""
+    family_sections: ClassVar[tuple[str, ...]] = ("ddpm",)
 
 
 def _flag(prefix: str, name: str) -> str:

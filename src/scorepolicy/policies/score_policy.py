@@ -24,22 +24,12 @@ from scorepolicy.diffusion import (
 from scorepolicy.diffusion.edm import RawNet
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
-from scorepolicy.policies.base import ChunkPolicy, Goal, check_base_config, frozen_trace, read_policy_config
-from scorepolicy.policies.config import DiffusionConfig, PolicyConfig
+from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace, read_policy_config
+from scorepolicy.policies.config import DiffusionConfig, PolicyConfig, ScorePolicyConfig
+from scorepolicy.policies.registry import register_policy
 
 DETERMINISTIC_SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
 """Samplers that draw no noise after the initial sample: a chunk is a fixed function of (obs, noise)."""
-
-
-def check_config(cfg: PolicyConfig, where: str = "config") -> None:
-    """One-line errors for inconsistent settings of a score policy."""
-    check_base_config(cfg, where)
-    d = cfg.diffusion
-    if not 0 < d.sigma_min < d.sigma_max:
-        raise ScorePolicyError(f"{where}: need 0 < diffusion.sigma_min < diffusion.sigma_max")
-    if d.train_copies < 1:
-        raise ScorePolicyError(f"{where}: diffusion.train_copies must be ≥ 1 (1 = ordinary training)")
-    steps_for_nfe(d.sampler, d.nfe)
 
 
 class ScheduleLevels:
@@ -59,19 +49,16 @@ class ScheduleLevels:
         return self._index.get(float(sigma.reshape(-1)[0]))
 
 
+@register_policy("score")
 class ScorePolicy(ChunkPolicy):
     """A score-based diffusion policy over action chunks (EDM preconditioning, few-step samplers)."""
 
-    kind = "score"
+    config_class = ScorePolicyConfig
 
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__(cfg)
         self._schedules: dict[tuple[Any, ...], ScheduleLevels] = {}
         self._graphs: dict[tuple[Any, ...], torch.jit.ScriptModule | None] = {}
-
-    @classmethod
-    def check_config(cls, cfg: PolicyConfig, where: str = "config") -> None:
-        check_config(cfg, where)
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
