@@ -134,6 +134,7 @@ Command = (
         api.TrainJob, tyro.conf.subcommand("train", description="Train a score policy on demonstrations.")
     ]
     | Annotated[Eval, tyro.conf.subcommand("eval")]
+    | Annotated[api.ImproveJob, tyro.conf.subcommand("improve")]
     | Annotated[Latency, tyro.conf.subcommand("latency")]
     | Annotated[Select, tyro.conf.subcommand("select")]
     | Annotated[DataCommand, tyro.conf.subcommand("data", description="Inspect, validate, convert datasets.")]
@@ -176,6 +177,14 @@ def do_eval(args: Eval) -> None:
     if args.plot is not None:
         api.plot_rollouts(result, args.plot)
         print(f"rollout plot: {args.plot}")
+
+
+def do_improve(job: api.ImproveJob) -> None:
+    result = api.improve(job)
+    for row in result["curve"]:
+        score = f", score {float(row['mean_score']):.3f}" if row.get("mean_score") else ""
+        print(f"env step {int(row['env_step'])}: success {float(row['success_rate']):.3f}{score}")
+    print(f"improved policy: {result['run_dir']} (evaluate it with scorepolicy eval {result['run_dir']})")
 
 
 def do_latency(args: Latency) -> None:
@@ -282,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             do_train(command)
         elif isinstance(command, Eval):
             do_eval(command)
+        elif isinstance(command, api.ImproveJob):
+            do_improve(command)
         elif isinstance(command, Latency):
             do_latency(command)
         elif isinstance(command, Select):

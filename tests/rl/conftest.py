@@ -1,9 +1,10 @@
 """Shared helpers of the RL tests: a tiny 1-D reach task and a tiny score policy trained on biased demos.
 
-`ReachEnv`: observation [x, target]; the action is the displacement (clipped to ±1.5); success when
-|x − target| < RADIUS. Demonstrations move to the target in one step, but a fraction `wrong` of them
-overshoot by `offset` for their whole episode, and every action carries an extra `bias`: a base
-cloned from them is deliberately biased, and RL on top of it has room to raise its success.
+`ReachEnv`: observation [x, target]; the action is the position to move to (clipped to ±1.5); success
+when |x − target| < RADIUS. Demonstrations go to the target, but a fraction `wrong` of them overshoot
+by `offset` for their whole episode, and every action carries an extra `bias`: a base cloned from them
+is deliberately biased, and RL on top of it has room to raise its success. With MAX_STEPS = 2 and two
+executed actions per chunk an episode is one chunk.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from scorepolicy.data.windows import WindowDataset, min_max_stats
 from scorepolicy.models import MLPConfig
 from scorepolicy.policies import PolicyConfig, ScorePolicy
 
-RADIUS = 0.05
-MAX_STEPS = 4
+RADIUS = 0.15
+MAX_STEPS = 2
 
 
 class ReachEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -46,7 +47,7 @@ class ReachEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self.x = float(np.clip(self.x + float(np.clip(np.asarray(action).reshape(-1)[0], -1.5, 1.5)), -3, 3))
+        self.x = float(np.clip(np.asarray(action).reshape(-1)[0], -1.5, 1.5))
         dist = abs(self.x - self.target)
         success = dist < RADIUS
         return self._obs(), -dist, success, False, {"is_success": success, "dist": dist}
@@ -83,12 +84,12 @@ def biased_demos(
     n: int = 200,
     *,
     wrong: float = 0.5,
-    offset: float = 0.4,
+    offset: float = 0.6,
     bias: float = 0.0,
-    noise: float = 0.01,
+    noise: float = 0.02,
     seed: int = 0,
 ) -> Episodes:
-    """Demonstrations of the reach task: one step to the target (+ `bias`), a fraction `wrong` of the
+    """Demonstrations of the reach task: to the target (+ `bias`), a fraction `wrong` of the
     episodes overshooting by `offset` (a wrong mode), Gaussian action noise."""
     rng = np.random.default_rng(seed)
     obs, act, ends = [], [], []
@@ -96,10 +97,10 @@ def biased_demos(
         x, target = rng.uniform(-1.0, 1.0, size=2)
         shift = offset if rng.random() < wrong else 0.0
         for _ in range(MAX_STEPS):
-            a = target - x + shift + bias + rng.normal(0.0, noise)
+            a = target + shift + bias + rng.normal(0.0, noise)
             obs.append([x, target])
             act.append([a])
-            x = float(np.clip(x + np.clip(a, -1.5, 1.5), -3, 3))
+            x = float(np.clip(a, -1.5, 1.5))
         ends.append(len(obs))
     return Episodes(
         data={"obs": np.asarray(obs, np.float32), "action": np.asarray(act, np.float32)},

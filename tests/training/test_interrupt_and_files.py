@@ -80,16 +80,6 @@ def test_resume_cuts_metrics_and_tensorboard_back_to_the_checkpoint(tmp_path: Pa
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 11))
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_clean(tmp_path: Path) -> None:
-    data = toy_windows()
-    train(tiny_policy(data=data), data, _cfg(4, log_every=1, checkpoint_every=100), tmp_path / "a")
-    (tmp_path / "b").mkdir()  # the killed run logged three steps and left no training state
-    lines = (tmp_path / "a" / "metrics.csv").read_text().splitlines(keepends=True)
-    (tmp_path / "b" / "metrics.csv").write_text("".join(lines[:4]))
-    train(tiny_policy(data=data), data, _cfg(4, log_every=1, checkpoint_every=100), tmp_path / "b")
-    assert _steps(tmp_path / "b") == [1, 2, 3, 4]
-
-
 def test_snapshot_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = toy_windows()
     policy = tiny_policy(data=data)

@@ -32,36 +32,22 @@ def _logged_steps(run: Path) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(f) if r.get("step")]
 
 
-def _signal_between_checkpoints(run: Path, sig: signal.Signals = signal.SIGKILL) -> tuple[int, str]:
-    """Start the run in a subprocess and send it `sig` once it has logged steps past its first checkpoint;
-    its exit status and stderr."""
+def _kill_between_checkpoints(run: Path) -> None:
+    """Start the run in a subprocess and SIGKILL it once it has logged steps past its first checkpoint."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "scorepolicy.cli", "train", *FLAGS, "--out", str(run)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
     )
     try:
         while proc.poll() is None and max(_logged_steps(run), default=0) < 130:
             time.sleep(0.005)
-        proc.send_signal(sig)
+        proc.send_signal(signal.SIGKILL)
     finally:
-        _, err = proc.communicate()
-    return proc.returncode, err
-
-
-def _kill_between_checkpoints(run: Path) -> None:
-    """SIGKILL the run between its checkpoints (nothing of its own is written at the kill)."""
-    assert _signal_between_checkpoints(run)[0] == -signal.SIGKILL, "the run ended before it could be killed"
-
-
-def test_ctrl_c_writes_a_checkpoint_at_the_current_step(tmp_path: Path) -> None:
-    status, err = _signal_between_checkpoints(tmp_path, signal.SIGINT)
-    assert status == 130 and "checkpoint written" in err and "--resume" in err, err
-    assert "Traceback" not in err
-    assert _checkpoint_step(tmp_path) == max(_logged_steps(tmp_path))  # no step lost
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
 def test_killed_run_resumed_with_resume_alone_equals_an_uninterrupted_one(

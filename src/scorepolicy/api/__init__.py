@@ -6,10 +6,12 @@
 - `select`: evaluate a run's kept snapshots on validation seeds and install the best as RUN/best
 - `offline_eval`: action-prediction error on held-out episodes (data without a simulator)
 - `demo`: the bundled obstacle-task demo
+- `improvement`: RL improvement of a trained run (DSRL, residual RL)
 """
 
 from scorepolicy.api.demo import run_demo
 from scorepolicy.api.evaluation import evaluate_run, measure_latency, plot_rollouts
+from scorepolicy.api.improvement import ImproveJob, improve, improve_checks
 from scorepolicy.api.runs import install_snapshot, load_policy, run_task_name
 from scorepolicy.api.select import SELECTION_KEYS, evaluate_snapshots, select_snapshot
 from scorepolicy.api.training import (
@@ -27,10 +29,13 @@ __all__ = [
     "DEFAULT_PUSHT_ZARR",
     "SELECTION_KEYS",
     "DataConfig",
+    "ImproveJob",
     "TrainJob",
     "build_datasets",
     "evaluate_run",
     "evaluate_snapshots",
+    "improve",
+    "improve_checks",
     "install_snapshot",
     "load_episodes",
     "load_policy",

@@ -193,7 +193,8 @@ def read_improved_config(directory: Path) -> dict[str, Any]:
 
 
 def load_verified_base(directory: Path) -> ChunkPolicy:
-    """The base policy stored in an improved run, after checking its weights against the recorded hash."""
+    """The base policy stored in an improved run, after checking its weights against the recorded hash;
+    its sampling settings are the improved run's (config.json 'policy', e.g. a --sampler override)."""
     meta = read_improved_config(directory)
     weights = Path(directory) / BASE_DIR / "model.safetensors"
     if not weights.is_file():
@@ -202,7 +203,20 @@ def load_verified_base(directory: Path) -> ChunkPolicy:
         raise ScorePolicyError(
             f"{weights}: sha256 does not match config.json's base_sha256; the base copy was changed, restore it"
         )
-    return ChunkPolicy.from_pretrained(Path(directory) / BASE_DIR)
+    base = ChunkPolicy.from_pretrained(Path(directory) / BASE_DIR)
+    if "policy" in meta:
+        from scorepolicy.files import from_dict
+        from scorepolicy.policies import PolicyConfig
+
+        cfg = from_dict(PolicyConfig, meta["policy"], f"{directory}/config.json: policy")
+        if (cfg.obs_dim, cfg.action_dim, cfg.horizon) != (
+            base.cfg.obs_dim,
+            base.cfg.action_dim,
+            base.cfg.horizon,
+        ):
+            raise ScorePolicyError(f"{directory}/config.json: 'policy' does not match the base copy's config")
+        base.cfg = cfg
+    return base
 
 
 def freeze_base(base: ChunkPolicy) -> ChunkPolicy:

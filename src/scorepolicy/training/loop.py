@@ -121,9 +121,9 @@ def save_checkpoint(run_dir: Path, state: TrainState, cfg: TrainConfig, *, snaps
 class MetricsLog:
     """metrics.csv (appended, header once) and optionally TensorBoard.
 
-    With `resume_step` (the step training starts from: a resumed run's checkpoint, 0 for a fresh run), rows
-    after that step, written by an interrupted run after its last checkpoint (or before its first), are cut
-    from metrics.csv and TensorBoard purges its events after that step, so every step is logged once.
+    With `resume_step` (a resumed run), rows after that step, written by the interrupted run after its
+    last checkpoint, are cut from metrics.csv and TensorBoard purges its events from that step on, so
+    every step is logged once.
     """
 
     FIELDS = ("step", "loss", "grad_norm", "lr", "steps_per_s", "val_loss")
@@ -223,7 +223,7 @@ def train(
     if resume:
         load_train_state(run_dir / STATE_FILE, state)
     atomic_write_json(run_dir / "train_config.json", {"train": to_dict(cfg), **(run_config or {})})
-    log = MetricsLog(run_dir, cfg.tensorboard, state.step)  # a fresh run (step 0) clears stale logs too
+    log = MetricsLog(run_dir, cfg.tensorboard, state.step if resume else None)
     try:
         with checkpoint_on_signals() as signals:
             return _run_steps(policy, data, cfg, run_dir, state, log, val_data, signals)
