@@ -1,6 +1,6 @@
 """Evaluation speed: 200 Push-T episodes (300 steps max) with the MLP score policy at NFE 3, two threads.
 
-The policy is batched over the vector envs (one wave of `n_envs` episodes steps together), so the
+The policy is batched over the envs of a wave (`n_envs` episodes step together), so the
 denoiser runs once per chunk for the whole wave, and the envs of the wave are stepped in `env_workers`
 processes (physics in parallel on the two cores), stepped by `FastPushTEnv` (gym-pusht's physics with
 identical states, 2-3x the steps per second). Times

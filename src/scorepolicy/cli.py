@@ -47,13 +47,16 @@ class Eval:
     n_envs: int = 50
     """Environments stepped together (the policy's batch)."""
     vector: Literal["sync", "async"] = "sync"
-    """Vector env type."""
+    """Deprecated and ignored: envs are stepped in this process, or in --env-workers processes."""
     plot: Path | None = None
     """Obstacle task: save a PNG of all rollouts over the obstacle field."""
     trajectories: bool = False
     """Keep every episode's observations in the JSON (for the trajectory plots of `compare`)."""
     env_workers: int = 1
     """Processes stepping each wave's envs (e.g. 2 on 2 cores; the policy stays batched); same results."""
+    step_timeout: float = 120.0
+    """Seconds an env may take per creation, reset or step in an env worker (--env-workers ≥ 2) before
+    the worker is killed and that episode recorded as an error."""
     backend: Literal["local", "ray"] = "local"
     """Run rollouts in this process or as Ray tasks (pip install 'scorepolicy[ray]'); same results."""
     workers: int = 2
@@ -153,12 +156,12 @@ def do_eval(args: Eval) -> None:
         episodes=args.episodes,
         seed=args.seed,
         n_envs=args.n_envs,
-        vector=args.vector,
         video_dir=args.video_dir,
         n_videos=args.n_videos if args.video_dir else 0,
         json_path=args.json,
         keep_trajectories=args.plot is not None or args.trajectories,
         env_workers=args.env_workers,
+        step_timeout=args.step_timeout,
         backend=args.backend,
         workers=args.workers,
         address=args.address,

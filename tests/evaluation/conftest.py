@@ -1,135 +1,31 @@
-"""A tiny deterministic 1-D task and batch policy for the evaluation tests (given to tests as fixtures)."""
+"""Fixtures of the evaluation tests: the point task, a deterministic batch policy, a stochastic score policy.
+
+Env worker processes are spawned: they unpickle the point task by importing `tests.evaluation.point_task`,
+so the repository root goes on `sys.path` here (spawn passes `sys.path` on to them).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium import spaces
+import torch
+from tests.evaluation.point_task import SPEED, make_point_task
 
-from scorepolicy.core.episodes import Episodes
 from scorepolicy.core.task import Task
+from scorepolicy.models import MLPConfig
+from scorepolicy.policies import ChunkPolicy as ScoreChunkPolicy
+from scorepolicy.policies import PolicyConfig, build_policy
+from scorepolicy.policies.config import DDPMConfig, DiffusionConfig
 
-SUCCESS_RADIUS = 0.05
-SPEED = 0.1
-
-
-class PointEnv(gym.Env[np.ndarray, np.ndarray]):
-    """A point on a line moving towards a seeded target; success within SUCCESS_RADIUS of it.
-
-    Observation `[pos, target]`; each step moves by `SPEED * clip(action)` plus seeded noise, so the
-    outcome depends on the reset seed. Options: crash at a step for one seed, terminate on success, an
-    env-side time limit (truncation).
-    """
-
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
-
-    def __init__(
-        self,
-        render_mode: str | None = None,
-        crash_seed: int | None = None,
-        crash_step: int = 3,
-        terminate_on_success: bool = False,
-        time_limit: int | None = None,
-    ) -> None:
-        self.render_mode = render_mode
-        self.crash_seed = crash_seed
-        self.crash_step = crash_step
-        self.terminate_on_success = terminate_on_success
-        self.time_limit = time_limit
-        self.observation_space = spaces.Box(-3.0, 3.0, (2,), np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.pos = 0.0
-        self.target = 0.0
-        self._seed: int | None = None
-        self._t = 0
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        self._seed = seed
-        self._t = 0
-        self.pos = float(self.np_random.uniform(-1.0, 1.0))
-        self.target = float(self.np_random.uniform(-1.0, 1.0))
-        return self._obs(), {"start": self.pos}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._t += 1
-        if self._seed is not None and self._seed == self.crash_seed and self._t == self.crash_step:
-            raise RuntimeError("simulated crash")
-        move = SPEED * float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
-        self.pos += move + 0.005 * float(self.np_random.normal())
-        distance = abs(self.pos - self.target)
-        success = distance < SUCCESS_RADIUS
-        terminated = success and self.terminate_on_success
-        truncated = self.time_limit is not None and self._t >= self.time_limit
-        # `mixed` is an int for even seeds and a float for odd ones: batching must not coerce its type.
-        mixed: int | float = 1 if (self._seed or 0) % 2 == 0 else 0.25
-        info = {"success": success, "distance": distance, "nested": {"t": self._t}, "mixed": mixed}
-        return self._obs(), -distance, terminated, truncated, info
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array":
-            return None
-        frame = np.zeros((16, 32, 3), dtype=np.uint8)
-        column = int(np.clip((self.pos + 1.6) / 3.2 * 31, 0, 31))
-        frame[:, column] = 255
-        return frame
-
-    def _obs(self) -> np.ndarray:
-        return np.array([self.pos, self.target], dtype=np.float32)
-
-
-def _episode_metrics(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
-    return {
-        "success": float(any(bool(i["success"]) for i in infos)),
-        "final_distance": float(infos[-1]["distance"]),
-        "mixed": infos[-1]["mixed"],
-    }
-
-
-def _aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
-    return {"mean_final_distance": float(np.mean([r["final_distance"] for r in records]))}
-
-
-def _no_data(episodes: Episodes) -> np.ndarray:
-    raise NotImplementedError
-
-
-def make_point_task(
-    *,
-    max_steps: int = 15,
-    stop_on_success: bool = True,
-    crash_seed: int | None = None,
-    crash_step: int = 3,
-    terminate_on_success: bool = False,
-    time_limit: int | None = None,
-    broken: bool = False,
-) -> Task:
-    """The point task with the given options (broken: make_env always raises)."""
-
-    def make_env(render_mode: str | None) -> gym.Env[np.ndarray, np.ndarray]:
-        if broken:
-            raise OSError("simulator not installed")
-        return PointEnv(render_mode, crash_seed, crash_step, terminate_on_success, time_limit)
-
-    return Task(
-        name="point",
-        obs_dim=2,
-        action_dim=1,
-        max_steps=max_steps,
-        default_seed=1000,
-        make_env=make_env,
-        dataset_obs=_no_data,
-        dataset_actions=_no_data,
-        episode_metrics=_episode_metrics,
-        aggregate_metrics=_aggregate,
-        stop_on_success=stop_on_success,
-    )
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
 
 
 class ChunkPolicy:
@@ -160,6 +56,39 @@ class ChunkPolicy:
             a = np.clip((obs[:, 1:2] - obs[:, 0:1]) / SPEED, -1.0, 1.0)
             self.queue = [a.copy() for _ in range(self.chunk)]
         return self.queue.pop(0)
+
+
+def stochastic_policy(kind: str = "score", obs_dim: int = 2, action_dim: int = 1) -> ScoreChunkPolicy:
+    """An untrained tiny policy (seeded weights) whose chunks are driven by its sampling noise: Euler-
+    ancestral sampling for kind 'score', ancestral DDPM for 'ddpm'."""
+    cfg = PolicyConfig(
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        horizon=4,
+        n_action_steps=2,
+        mlp=MLPConfig(width=32, n_blocks=1, cond_dim=16, sigma_dim=16),
+        diffusion=DiffusionConfig(sampler="euler_ancestral", nfe=3),
+        ddpm=DDPMConfig(inference_steps=5),
+    )
+    cfg = dataclasses.replace(cfg, kind=kind)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    policy = build_policy(cfg)
+    policy.set_normalization(
+        {
+            "obs": {"min": -np.ones(obs_dim), "max": np.ones(obs_dim)},
+            "action": {"min": -np.ones(action_dim), "max": np.ones(action_dim)},
+        }
+    )
+    return policy.eval()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Any:
+    """One torch thread, as evaluations run (and as a busy 2-core machine needs)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

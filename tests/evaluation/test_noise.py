@@ -7,49 +7,17 @@ stream across a batch fails.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from tests.evaluation.conftest import stochastic_policy
 
+from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.models import MLPConfig
-from scorepolicy.policies import ChunkPolicy, PolicyConfig, build_policy
-from scorepolicy.policies.config import DDPMConfig, DiffusionConfig
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread, as evaluations run."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def stochastic_policy(kind: str = "score", obs_dim: int = 2, action_dim: int = 1) -> ChunkPolicy:
-    """An untrained tiny policy whose chunks are driven by its sampling noise (seeded weights)."""
-    cfg = PolicyConfig(
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        horizon=4,
-        n_action_steps=2,
-        mlp=MLPConfig(width=32, n_blocks=1, cond_dim=16, sigma_dim=16),
-        diffusion=DiffusionConfig(sampler="euler_ancestral", nfe=3),
-        ddpm=DDPMConfig(inference_steps=5),
-    )
-    cfg = dataclasses.replace(cfg, kind=kind)  # type: ignore[arg-type]
-    torch.manual_seed(0)
-    policy = build_policy(cfg)
-    policy.set_normalization(
-        {
-            "obs": {"min": -np.ones(obs_dim), "max": np.ones(obs_dim)},
-            "action": {"min": -np.ones(action_dim), "max": np.ones(action_dim)},
-        }
-    )
-    return policy.eval()
+from scorepolicy.evaluation.waves import run_rollouts
 
 
 @pytest.mark.parametrize("kind", ["score", "ddpm"])
@@ -101,3 +69,41 @@ def test_reset_checks_its_noise_arguments() -> None:
         policy.initial_noise(3)
     policy.reset(seed=4)  # back to one stream: any batch size
     assert policy.initial_noise(3).shape == (3, 4, 1)
+
+
+class OneStreamPolicy:
+    """A policy whose `reset` takes only `seed`: one noise stream for the whole wave (the old way)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def reset(self, seed: int | None = None) -> None:
+        self.policy.reset(seed=seed)
+
+    def select_action(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.policy.select_action(obs))
+
+
+SEEDS = list(range(1000, 1014))
+
+
+def test_rollout_records_are_identical_for_any_n_envs(point_task: Callable[..., Task]) -> None:
+    task = point_task(max_steps=12)
+    policy = stochastic_policy()
+    reference = run_rollouts(policy, task, SEEDS, n_envs=1, progress=False)
+    assert len({(r["length"], round(r["return"], 6)) for r in reference}) == len(SEEDS)  # noise-driven
+    for n_envs in (3, 7):
+        assert run_rollouts(policy, task, SEEDS, n_envs=n_envs, progress=False) == reference
+    # The control: with one noise stream per wave the same episodes come out differently.
+    shared = OneStreamPolicy(stochastic_policy())
+    one = run_rollouts(shared, task, SEEDS, n_envs=1, progress=False)
+    assert run_rollouts(shared, task, SEEDS, n_envs=7, progress=False) != one
+
+
+def test_rollout_records_are_identical_with_env_workers(point_task: Callable[..., Task]) -> None:
+    task = point_task(max_steps=12, crash_seed=1005)
+    policy = stochastic_policy("ddpm")
+    reference = run_rollouts(policy, task, SEEDS, n_envs=1, progress=False)
+    assert any("error" in r for r in reference)
+    workers = run_rollouts(policy, task, SEEDS, n_envs=7, env_workers=2, progress=False)
+    assert workers == reference

@@ -1,48 +1,52 @@
-"""Per-wave noise seeding: an interrupted evaluation resumes to the uninterrupted result, and Ray workers
-give the local backend's per-episode records."""
+"""Per-episode noise seeding: an interrupted evaluation (by an exception, or a killed process) resumes to
+the uninterrupted result, and Ray workers give the local backend's per-episode records."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from tests.evaluation.conftest import stochastic_policy
+from tests.evaluation.point_task import make_point_task
 
 from scorepolicy.core.task import Task
 from scorepolicy.envs.obstacles import OBSTACLE_TASK
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.evaluation.journal import journal_path_for
-from scorepolicy.models import MLPConfig
-from scorepolicy.policies import ChunkPolicy, PolicyConfig, build_policy
+from scorepolicy.policies import ChunkPolicy
 
 
 class NoisyPolicy:
-    """The conftest chunk controller plus Gaussian noise from a generator that `reset(seed=)` reseeds,
-    like ChunkPolicy's sampling noise. Raises KeyboardInterrupt at its `interrupt_at`-th call."""
+    """The conftest chunk controller plus Gaussian noise from one generator per batch row, seeded by
+    `reset(seeds=)` like ChunkPolicy's sampling noise. Raises KeyboardInterrupt at its `interrupt_at`-th call."""
 
     def __init__(self, base: Any, interrupt_at: int | None = None) -> None:
         self.base = base
-        self.rng = np.random.default_rng(0)
+        self.rngs: list[np.random.Generator] = []
         self.calls = 0
         self.interrupt_at = interrupt_at
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seeds: list[int] | None = None) -> None:
         self.base.reset()
-        self.rng = np.random.default_rng(seed)
+        self.rngs = [np.random.default_rng(s) for s in seeds or []]
 
     def select_action(self, obs: np.ndarray) -> np.ndarray:
         self.calls += 1
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         action = self.base.select_action(obs)
-        return action + 0.5 * self.rng.standard_normal(action.shape).astype(np.float32)
+        noise = np.stack([rng.standard_normal(action.shape[1:]) for rng in self.rngs]).astype(np.float32)
+        return action + 0.5 * noise
 
 
 def test_resume_after_interruption_matches_uninterrupted(
@@ -96,37 +100,67 @@ def test_errors_are_summarised_with_seed_and_traceback(
     assert result["n_errors"] == 1 and result["n_episodes"] == 6
     (error,) = result["errors"]
     assert error["seed"] == 1003 and error["error"] == "RuntimeError: simulated crash"
-    assert "conftest.py" in error["traceback"]
+    assert "point_task.py" in error["traceback"]
 
 
-def _saved_obstacle_policy(directory: Path) -> Path:
-    """An untrained (so: noise-driven) tiny score policy for the obstacle task, saved to disk."""
-    cfg = PolicyConfig(
-        obs_dim=2, action_dim=2, mlp=MLPConfig(width=32, n_blocks=1, cond_dim=16, sigma_dim=16)
+KILLED_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from scorepolicy.evaluation import EvalConfig, evaluate
+from tests.evaluation.conftest import stochastic_policy
+from tests.evaluation.point_task import make_point_task
+
+class Killed:
+    # The stochastic policy, but the process is SIGKILLed at its 40th action: no handler, no cleanup.
+    def __init__(self):
+        self.policy, self.calls = stochastic_policy(), 0
+    def reset(self, seeds=None):
+        self.policy.reset(seeds=seeds)
+    def select_action(self, obs):
+        self.calls += 1
+        if self.calls == 40:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.policy.select_action(obs)
+
+cfg = EvalConfig(episodes=20, n_envs=4, progress=False, json_path=Path(sys.argv[1]))
+evaluate(Killed(), make_point_task(max_steps=15, stop_on_success=False), cfg)
+"""
+
+
+def test_killed_evaluation_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    task = make_point_task(max_steps=15, stop_on_success=False)  # 15 steps a wave: the kill is in wave 3
+    full = evaluate(stochastic_policy(), task, EvalConfig(episodes=20, n_envs=4, progress=False))
+    path = tmp_path / "eval.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path])}
+    child = subprocess.run([sys.executable, "-c", KILLED_CHILD, str(path)], env=env, capture_output=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    journal = journal_path_for(path)
+    assert not path.exists() and len(journal.read_text().splitlines()) == 1 + 2  # header + 2 waves
+    resumed = evaluate(
+        stochastic_policy(),
+        task,
+        EvalConfig(episodes=20, n_envs=4, progress=False, json_path=path, resume=True),
     )
-    torch.manual_seed(0)
-    policy = build_policy(cfg)
-    stats = {
-        "obs": {"min": np.zeros(2), "max": np.ones(2)},
-        "action": {"min": -np.ones(2), "max": np.ones(2)},
-    }
-    policy.set_normalization(stats)
+    assert resumed["episodes"] == full["episodes"] and resumed == full
+    assert not journal.exists()
+
+
+def _saved_stochastic_policy(directory: Path) -> Path:
+    """An untrained (so: noise-driven) tiny score policy for the obstacle task, sampling with
+    Euler-ancestral (fresh noise at every step), saved to disk."""
+    policy = stochastic_policy(obs_dim=2, action_dim=2)
     policy.save_pretrained(directory)
     return directory
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None,
-    reason="ray is not installed (optional extra: pip install 'scorepolicy[ray]')",
-)
 def test_ray_backend_gives_local_records(tmp_path: Path) -> None:
-    factory = functools.partial(ChunkPolicy.from_pretrained, _saved_obstacle_policy(tmp_path / "run"))
-    cfg = EvalConfig(episodes=40, n_envs=8, progress=False)
+    factory = functools.partial(ChunkPolicy.from_pretrained, _saved_stochastic_policy(tmp_path / "run"))
+    cfg = EvalConfig(episodes=24, n_envs=8, progress=False)
     local = evaluate(None, OBSTACLE_TASK, cfg, policy_factory=factory)
     outcomes = {(r["success"], r.get("collided"), r["length"]) for r in local["episodes"]}
     assert len(outcomes) > 5  # the noise really drives the episodes apart
-    ray_cfg = EvalConfig(episodes=40, n_envs=8, progress=False, backend="ray", workers=2)
-    assert evaluate(None, OBSTACLE_TASK, ray_cfg, policy_factory=factory) == local
+    ray_cfg = EvalConfig(episodes=24, n_envs=5, progress=False, backend="ray", workers=2)
+    assert evaluate(None, OBSTACLE_TASK, ray_cfg, policy_factory=factory) == local  # other n_envs too
 
 
 def test_ray_backend_needs_a_factory(point_task: Callable[..., Task]) -> None:

@@ -1,8 +1,8 @@
-"""Seeded, vectorised rollouts: determinism across batch sizes and vector types, stopping, errors, videos."""
+"""Seeded batched rollouts: determinism across batch sizes, stopping, errors, videos (deterministic controller;
+per-episode noise of stochastic policies is tested in test_noise.py)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,10 @@ import pytest
 
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.evaluation.rollout import unbatch_infos
 from scorepolicy.evaluation.waves import run_rollouts
 
 SEEDS = list(range(1000, 1012))
-SUCCESS_RADIUS = 0.05  # of the point task in conftest.py
+SUCCESS_RADIUS = 0.05  # of the point task in point_task.py
 
 Run = Callable[..., list[dict[str, Any]]]
 
@@ -53,14 +52,6 @@ def test_identical_for_any_n_envs(run: Run, reference: list[dict[str, Any]], n_e
     assert run(n_envs=n_envs) == reference
 
 
-def test_identical_sync_and_async(
-    run: Run, reference: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="scorepolicy.evaluation.rollout"):
-        assert run(n_envs=6, vector="async") == reference
-    assert not caplog.records  # no fallback to serial stepping
-
-
 def test_policy_reset_once_per_wave_with_constant_batch(
     point_task: Callable[..., Task], chunk_policy: type[Any]
 ) -> None:
@@ -90,48 +81,33 @@ def test_max_steps_cap(run: Run, reference: list[dict[str, Any]]) -> None:
     assert [r["length"] for r in records] == [min(r["length"], 3) for r in reference]
 
 
-def test_termination_and_truncation_in_vector_env(
-    run: Run, point_task: Callable[..., Task], caplog: pytest.LogCaptureFixture
-) -> None:
-    # Terminated envs must be idled (re-reset) by the vector env while the rest of the wave runs on,
-    # without the vector env failing and the wave falling back to serial stepping.
+def test_termination_and_truncation(run: Run, point_task: Callable[..., Task]) -> None:
+    # Envs that terminate or truncate rest while the rest of the wave runs on.
     task = point_task(stop_on_success=False, terminate_on_success=True, time_limit=12)
-    with caplog.at_level(logging.WARNING, logger="scorepolicy.evaluation.rollout"):
-        serial = run(task, n_envs=1)
-        assert run(task, n_envs=12) == serial
-        assert run(task, n_envs=4, vector="async") == serial
-    assert not caplog.records
+    serial = run(task, n_envs=1)
+    assert run(task, n_envs=12) == serial
     assert any(r["success"] for r in serial)
     assert all(r["length"] == 12 for r in serial if not r["success"])
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning:gymnasium.vector.async_vector_env")
 def test_crashing_episode_is_recorded_and_others_count(
     run: Run, point_task: Callable[..., Task], reference: list[dict[str, Any]]
 ) -> None:
     crash = SEEDS[4]
-    for vector in ("sync", "async"):
-        records = run(point_task(crash_seed=crash), n_envs=5, vector=vector)
-        tb = records[4].pop("traceback")
-        assert tb.startswith("conftest.py:") and tb.endswith(" in step"), tb
-        assert records[4] == {"seed": crash, "error": "RuntimeError: simulated crash", "success": 0.0}
-        assert records[:4] + records[5:] == reference[:4] + reference[5:]
+    records = run(point_task(crash_seed=crash), n_envs=5)
+    tb = records[4].pop("traceback")
+    assert tb.startswith("point_task.py:") and tb.endswith(" in step"), tb
+    assert records[4] == {"seed": crash, "error": "RuntimeError: simulated crash", "success": 0.0}
+    assert records[:4] + records[5:] == reference[:4] + reference[5:]
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning:gymnasium.vector.async_vector_env")
-def test_crash_after_episode_end_is_not_an_error(
-    run: Run,
-    point_task: Callable[..., Task],
-    reference: list[dict[str, Any]],
-    caplog: pytest.LogCaptureFixture,
+def test_finished_envs_are_not_stepped(
+    run: Run, point_task: Callable[..., Task], reference: list[dict[str, Any]]
 ) -> None:
-    # A finished env is still stepped by the vector env; if it raises then, the wave is re-run serially
-    # (where finished envs rest) and the episode keeps its honest record.
+    # An env that would raise if stepped after its episode ended is left alone: its record stays honest.
     early = next(r for r in reference if r["success"] and r["length"] < 10)
     task = point_task(crash_seed=early["seed"], crash_step=12)
-    with caplog.at_level(logging.WARNING, logger="scorepolicy.evaluation.rollout"):
-        assert run(task, n_envs=len(SEEDS)) == reference
-    assert "re-running" in caplog.text
+    assert run(task, n_envs=len(SEEDS)) == reference
 
 
 def test_env_creation_failure_recorded_per_episode(run: Run, point_task: Callable[..., Task]) -> None:
@@ -163,21 +139,3 @@ def test_invalid_options_raise(run: Run) -> None:
         run(n_videos=1)
     with pytest.raises(ScorePolicyError, match="n_envs"):
         run(n_envs=0)
-
-
-def test_unbatch_infos_respects_masks_and_nesting() -> None:
-    infos = {
-        "success": np.array([True, False, False]),
-        "_success": np.array([True, True, False]),
-        "nested": {"t": np.array([1, 0, 3]), "_t": np.array([True, False, True])},
-        "_nested": np.array([True, False, True]),
-        "_private": np.array([0.5, 0.0, 0.0]),
-        "__private": np.array([True, False, False]),
-    }
-    rows = unbatch_infos(infos, 3)
-    assert rows == [
-        {"success": True, "nested": {"t": 1}, "_private": 0.5},
-        {"success": False},
-        {"nested": {"t": 3}},
-    ]
-    assert isinstance(rows[0]["success"], bool)

@@ -1,7 +1,7 @@
-"""Evaluation: seeded, vectorised rollouts and metrics with intervals."""
+"""Evaluation: seeded, batched rollouts and metrics with intervals."""
 
 from scorepolicy.evaluation.evaluate import EvalConfig, Evaluator, evaluate, format_result, summarize
-from scorepolicy.evaluation.rollout import BatchPolicy
+from scorepolicy.evaluation.rollout import BatchPolicy, RolloutOptions
 from scorepolicy.evaluation.stats import wilson_interval
 from scorepolicy.evaluation.waves import run_rollouts
 
@@ -9,6 +9,7 @@ __all__ = [
     "BatchPolicy",
     "EvalConfig",
     "Evaluator",
+    "RolloutOptions",
     "evaluate",
     "format_result",
     "run_rollouts",

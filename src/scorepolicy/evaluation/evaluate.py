@@ -1,7 +1,8 @@
 """Evaluate a policy on a task: seeded rollouts, success with intervals, task and diversity metrics, one JSON.
 
-Rollouts run locally or on Ray workers (same records either way); with a JSON path, finished waves are
-journalled beside it so that `resume=True` continues an interrupted evaluation.
+Rollouts run locally (envs in this process or in env worker processes) or on Ray workers, with the same
+per-episode records either way; with a JSON path, finished waves are journalled beside it so that
+`resume=True` continues an interrupted evaluation.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.diversity import diversity_metrics
 from scorepolicy.evaluation.journal import EpisodeJournal, journal_path_for
 from scorepolicy.evaluation.multitask import per_task_summary
-from scorepolicy.evaluation.rollout import BatchPolicy, VectorMode
+from scorepolicy.evaluation.rollout import BatchPolicy, RolloutOptions
 from scorepolicy.evaluation.stats import clopper_pearson_interval, success_posterior, wilson_interval
 from scorepolicy.evaluation.waves import Wave, run_rollouts
 from scorepolicy.files import atomic_write_json
@@ -40,31 +41,16 @@ Backend = Literal["local", "ray"]
 
 
 @dataclass
-class EvalConfig:
-    """How to evaluate: which seeds, how many envs at once, step limit, videos and where to write the JSON."""
+class EvalConfig(RolloutOptions):
+    """How to evaluate: the rollout options (n_envs, max_steps, videos, env workers, ...), which seeds,
+    the backend, and where to write the JSON."""
 
     episodes: int = 50
     """Number of evaluation episodes (seeds seed .. seed+episodes-1)."""
     seed: int | None = None
     """First evaluation seed; None uses the task's default_seed."""
-    n_envs: int = 50
-    """Environments run together in one wave (the policy's batch size)."""
-    vector: VectorMode = "sync"
-    """Vector env type: 'sync' (one process) or 'async' (one subprocess per env)."""
-    max_steps: int | None = None
-    """Episode step limit; None uses the task's max_steps."""
-    video_dir: Path | None = None
-    """Directory for episode_<seed>.mp4 videos (needed when n_videos > 0)."""
-    n_videos: int = 0
-    """Record videos of this many episodes, the first ones in seed order."""
     json_path: Path | None = None
     """Write the result JSON here (atomically); None writes nothing."""
-    progress: bool = True
-    """Show a progress bar over episodes with the running success rate."""
-    keep_trajectories: bool = False
-    """Keep each episode's observations in its record (for plotting)."""
-    env_workers: int = 1
-    """Processes stepping the envs of a wave (e.g. 2 on 2 cores: physics in parallel, same records)."""
     backend: Backend = "local"
     """'local': waves run in this process; 'ray': waves run as Ray tasks (needs a policy factory)."""
     workers: int = 2
@@ -160,8 +146,9 @@ def evaluate(
     """Run `cfg.episodes` seeded episodes and return (and, with `cfg.json_path`, write) the result dict.
 
     With a JSON path every finished wave is also appended to `<json stem>.episodes.jsonl`, from which
-    `cfg.resume` continues an interrupted run (the journal is removed once the result JSON is written). The Ray backend builds the policy in every worker with `policy_factory`
-    (picklable); the local backend uses `policy` (or builds it with the factory).
+    `cfg.resume` continues an interrupted run (the journal is removed once the result JSON is written).
+    The Ray backend builds the policy in every worker with `policy_factory` (picklable); the local
+    backend uses `policy` (or builds it with the factory).
     """
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {cfg.episodes}")
@@ -172,18 +159,8 @@ def evaluate(
         if journal is not None:
             journal.write(wave, _jsonable(records))
 
-    kwargs: dict[str, Any] = {
-        "n_envs": cfg.n_envs,
-        "vector": cfg.vector,
-        "max_steps": cfg.max_steps,
-        "video_dir": cfg.video_dir,
-        "n_videos": cfg.n_videos,
-        "progress": cfg.progress,
-        "keep_trajectories": cfg.keep_trajectories,
-        "env_workers": cfg.env_workers,
-        "done": journal.done if journal is not None else None,
-        "on_wave": on_wave,
-    }
+    opts = cfg.rollout_options()
+    done = journal.done if journal is not None else None
     seeds = range(first, first + cfg.episodes)
     if cfg.backend == "ray":
         from scorepolicy.evaluation.ray_backend import run_rollouts_ray
@@ -191,14 +168,21 @@ def evaluate(
         if policy_factory is None:
             raise ScorePolicyError("the Ray backend builds the policy in each worker: pass policy_factory")
         records = run_rollouts_ray(
-            policy_factory, task, seeds, workers=cfg.workers, address=cfg.address, **kwargs
+            policy_factory,
+            task,
+            seeds,
+            opts,
+            workers=cfg.workers,
+            address=cfg.address,
+            done=done,
+            on_wave=on_wave,
         )
     else:
         if policy is None:
             if policy_factory is None:
                 raise ValueError("evaluate needs a policy or a policy_factory")
             policy = policy_factory()
-        records = run_rollouts(policy, task, seeds, **kwargs)
+        records = run_rollouts(policy, task, seeds, opts, done=done, on_wave=on_wave)
     result = summarize(task, records)
     for key, value in (extra or {}).items():
         if key in result or key == "episodes":

@@ -2,9 +2,10 @@
 
 Line 1 is a header with the evaluation's fingerprint (task, seeds, n_envs, step limit, sampling settings);
 every further line is one finished wave `{"wave": index, "records": [...]}`, flushed and fsynced as it
-ends. Resuming reads the waves whose line is complete (a line cut by the interruption is ignored) and
-runs only the others; since every wave reseeds the policy from its own first seed, the resumed result is
-the one an uninterrupted run gives.
+ends. Resuming reads the waves whose line is complete (a line cut by the interruption is ignored),
+rewrites the journal without the cut line (atomically: a temporary file, fsynced, renamed over it, so
+an interruption of the rewrite loses nothing) and runs only the other waves; since every episode draws
+its noise from its own seed, the resumed result is the one an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.waves import Wave
+from scorepolicy.files import atomic_write_bytes
 
 JOURNAL_FORMAT = "scorepolicy/eval-episodes"
 
@@ -37,7 +39,7 @@ class EpisodeJournal:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             header = {"format": JOURNAL_FORMAT, "fingerprint": self.fingerprint}
-            self.path.write_text(json.dumps(header) + "\n")
+            atomic_write_bytes(self.path, (json.dumps(header) + "\n").encode())
 
     @property
     def n_done(self) -> int:
@@ -66,8 +68,9 @@ class EpisodeJournal:
             except json.JSONDecodeError:
                 continue  # the line the interruption cut short
             done[int(entry["wave"])] = list(entry["records"])
-        # Drop any cut-off tail so that appended lines start on a fresh line.
-        self.path.write_text("".join(json.dumps(x) + "\n" for x in [header, *self._entries(done)]))
+        # Drop any cut-off tail so that appended lines start on a fresh line (temp file + rename).
+        text = "".join(json.dumps(x) + "\n" for x in [header, *self._entries(done)])
+        atomic_write_bytes(self.path, text.encode())
         return done
 
     @staticmethod

@@ -1,9 +1,9 @@
 """Rollouts as Ray tasks: one actor per worker builds the policy once and runs waves handed to it.
 
-Waves are the same as the local backend's (`plan_waves`) and each wave reseeds the policy from its first
-seed, so the records are identical to a local run with the same seeds and `n_envs`, whatever worker ran
-which wave. A local Ray is started on demand (and stopped afterwards), or an existing cluster is joined
-by address. Ray is optional: `pip install 'scorepolicy[ray]'`.
+Waves are the same as the local backend's (`plan_waves`) and every episode draws its sampling noise from
+its own seed, so the records are identical to a local run with the same seeds, whatever worker ran which
+wave. A local Ray is started on demand (and stopped afterwards), or an existing cluster is joined
+by address. Ray is installed with the `ray` (or `dev`) extra: `pip install 'scorepolicy[ray]'`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.evaluation.rollout import BatchPolicy, Progress, RolloutOptions, VectorMode, run_wave
-from scorepolicy.evaluation.waves import Wave, WaveDone, plan_waves, rollout_options
+from scorepolicy.evaluation.rollout import BatchPolicy, EpisodeRules, Progress, RolloutOptions, run_wave
+from scorepolicy.evaluation.waves import Wave, WaveDone, env_worker_pool, plan_waves, resolve_options
 
 PolicyFactory = Callable[[], BatchPolicy]
 """Builds the policy inside a worker (must be picklable, e.g. functools.partial of a loader)."""
@@ -35,18 +35,23 @@ def import_ray() -> Any:
 class _WaveWorker:
     """Body of the Ray actor: the policy, the task and the rollout options of one evaluation."""
 
-    def __init__(
-        self, factory: PolicyFactory, task: Task, opts: RolloutOptions, vector: VectorMode, threads: int
-    ) -> None:
+    def __init__(self, factory: PolicyFactory, task: Task, opts: RolloutOptions, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.policy = factory()
-        self.task, self.opts, self.vector = task, opts, vector
+        self.task, self.opts = task, opts
+        self.rules = EpisodeRules.of(task, opts)
+        self._pool = env_worker_pool(task, self.rules, opts)
+        self.pool = self._pool.__enter__()  # env worker processes live as long as the actor
 
     def run(self, seeds: tuple[int, ...], videos: tuple[Path | None, ...]) -> list[dict[str, Any]]:
         """Run one wave and return its records."""
-        return run_wave(self.policy, self.task, seeds, videos, self.opts, self.vector, Progress(0, False))
+        return run_wave(self.policy, self.task, seeds, videos, self.rules, Progress(0, False), self.pool)
+
+    def close(self) -> None:
+        """Stop the env worker processes."""
+        self._pool.__exit__(None, None, None)
 
 
 def _start_ray(ray: Any, workers: int, address: str | None) -> bool:
@@ -68,38 +73,24 @@ def run_rollouts_ray(
     factory: PolicyFactory,
     task: Task,
     seeds: Sequence[int],
+    options: RolloutOptions | None = None,
     *,
     workers: int = 2,
     address: str | None = None,
     threads_per_worker: int = 1,
-    n_envs: int = 50,
-    vector: VectorMode = "sync",
-    max_steps: int | None = None,
-    video_dir: Path | None = None,
-    n_videos: int = 0,
-    progress: bool = True,
-    keep_trajectories: bool = False,
-    env_workers: int = 1,
     done: Mapping[int, list[dict[str, Any]]] | None = None,
     on_wave: WaveDone | None = None,
+    **overrides: Any,
 ) -> list[dict[str, Any]]:
     """`run_rollouts` with the waves spread over `workers` Ray actors (same records, same order)."""
     if workers < 1:
         raise ScorePolicyError(f"workers must be at least 1, got {workers}")
-    opts = rollout_options(
-        task,
-        n_envs=n_envs,
-        vector=vector,
-        max_steps=max_steps,
-        video_dir=video_dir,
-        n_videos=n_videos,
-        keep_trajectories=keep_trajectories,
-        env_workers=env_workers,
-    )
-    waves = plan_waves(seeds, n_envs, video_dir, n_videos)
+    opts = resolve_options(options, overrides)
+    EpisodeRules.of(task, opts)  # checks the options here, not in a worker
+    waves = plan_waves(seeds, opts)
     results: dict[int, list[dict[str, Any]]] = dict(done or {})
     todo = [w for w in waves if w.index not in results]
-    bar = Progress(sum(len(w.seeds) for w in waves), progress)
+    bar = Progress(sum(len(w.seeds) for w in waves), opts.progress)
     for records in results.values():
         for record in records:
             bar.finished(record)
@@ -107,9 +98,7 @@ def run_rollouts_ray(
     started = _start_ray(ray, workers, address) if todo else False
     try:
         if todo:
-            _dispatch(
-                ray, factory, task, opts, vector, threads_per_worker, workers, todo, results, on_wave, bar
-            )
+            _dispatch(ray, factory, task, opts, threads_per_worker, workers, todo, results, on_wave, bar)
     finally:
         bar.close()
         if started:
@@ -122,7 +111,6 @@ def _dispatch(
     factory: PolicyFactory,
     task: Task,
     opts: RolloutOptions,
-    vector: VectorMode,
     threads: int,
     workers: int,
     todo: list[Wave],
@@ -132,7 +120,7 @@ def _dispatch(
 ) -> None:
     """Keep every actor busy with one wave at a time until all waves are done."""
     actor_cls = ray.remote(num_cpus=1)(_WaveWorker)
-    actors = [actor_cls.remote(factory, task, opts, vector, threads) for _ in range(min(workers, len(todo)))]
+    actors = [actor_cls.remote(factory, task, opts, threads) for _ in range(min(workers, len(todo)))]
     queue = list(todo)
     pending: dict[Any, tuple[Any, Wave]] = {}
 
@@ -160,5 +148,7 @@ def _dispatch(
                 on_wave(wave, records)
             submit(actor)
     finally:
+        closing = [actor.close.remote() for actor in actors]
+        ray.wait(closing, num_returns=len(closing), timeout=30)
         for actor in actors:
             ray.kill(actor)

@@ -1,43 +1,39 @@
-"""Seeded, vectorised policy rollouts: one record per episode, identical for any batch size.
+"""Seeded rollouts in waves: one record per episode, the same for any n_envs, env workers or Ray.
 
 Episodes run in waves of up to `n_envs` environments that start together and step together, because a
-batch policy keeps one observation history and action queue per batch row. Each environment of a wave
-is reset with its own seed (episode i uses seeds[i]); envs are built per wave from `task.make_env` and
-never auto-reset, so what an episode sees depends only on its seed and the policy, not on `n_envs` or
-on sync/async vectorisation.
+batch policy keeps one observation history and action queue per batch row. Each env is built per wave
+from `task.make_env`, reset with its own seed (episode i uses seeds[i]) and never auto-reset; an env whose
+episode is over is no longer stepped, and the policy keeps seeing its last observation.
 
-A vector env must step all its envs together, so envs whose episode is over keep being stepped with
-the policy's (ignored) actions and their frozen last observation is what the policy sees; an env that
-terminated or truncated is first re-reset through `reset_mask` (autoreset is disabled and gymnasium
-refuses to step a finished env). Step infos travel through the vector env boxed, one opaque object per
-env, because gymnasium's info batching coerces every env's value to the first env's type.
+Sampling noise is per episode too. At the start of every wave the policy is reset with `seeds=` the
+wave's env seeds (when its `reset` takes `seeds`, as `ChunkPolicy.reset` does), so batch row i draws its
+noise from its own generator seeded with its episode's env seed (`diffusion/random.py`), whatever the
+other rows are. An episode's record thus depends only on its seed and the policy: not on `n_envs`, on
+which wave, process or Ray worker ran it, or on an interruption and resume. This needs the policy's
+network to give a row the same bits at any batch size, which holds for the MLP, transformer and MoDE
+denoisers on the CPU here (MKL, 1 or 2 threads; tested at batch sizes 1 to 64). A policy whose `reset`
+takes only `seed` gets the wave's first seed for its one stream, and its records do depend on `n_envs`.
 
-If an environment raises (at creation, reset or step) the vector env aborts the whole wave. The wave is
-then re-run from its start with plain, un-vectorised envs stepped one by one (finished envs are not
-stepped), where each exception is attributed to its own episode: that episode is recorded with its seed,
-error and a traceback summary, and the others are unaffected. An env that only raises after its episode
-ended costs a re-run, not a record.
-
-Sampling noise: at the start of every wave the policy is reset with `seed=` the wave's first env seed
-(when its `reset` takes a seed, as `ChunkPolicy.reset` does), so every wave's results depend only on its
-seeds, not on which waves ran before it or in which process: the same seeds and `n_envs` give identical
-records locally, on Ray workers, and when an interrupted evaluation resumes.
+Envs are stepped in this process (`SerialStepper`) or, with `env_workers` > 1, in worker processes
+(`env_workers.py`, where a hung env is stopped by `step_timeout`). Either way an exception raised by an
+env (at creation, reset or step) is that episode's error: the episode is recorded with its seed, error
+and a traceback summary, and the others are unaffected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
-from gymnasium import spaces
 from tqdm.auto import tqdm
 
 from scorepolicy.core.task import Task
@@ -45,7 +41,6 @@ from scorepolicy.errors import ScorePolicyError
 
 log = logging.getLogger(__name__)
 
-VectorMode = Literal["sync", "async"]
 StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 """(observation, reward, terminated, truncated, info) of one env step."""
 
@@ -53,7 +48,8 @@ StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 class BatchPolicy(Protocol):
     """A policy acting on a batch of B environments that start (reset) and step together.
 
-    If `reset` accepts a keyword `seed`, each wave reseeds the policy's sampling noise with it.
+    If `reset` accepts a keyword `seeds`, each wave gives every batch row its own noise seed (the
+    episode's env seed); if it accepts only `seed`, the wave's first env seed.
     """
 
     def reset(self) -> None:
@@ -65,9 +61,54 @@ class BatchPolicy(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class RolloutOptions:
-    """How every episode of a rollout runs."""
+    """How the episodes of an evaluation are rolled out (the same options for every backend)."""
+
+    n_envs: int = 50
+    """Environments run together in one wave (the policy's batch size); records do not depend on it."""
+    max_steps: int | None = None
+    """Episode step limit; None uses the task's max_steps."""
+    video_dir: Path | None = None
+    """Directory for episode_<seed>.mp4 videos (needed when n_videos > 0)."""
+    n_videos: int = 0
+    """Record videos of this many episodes, the first ones in seed order."""
+    keep_trajectories: bool = False
+    """Keep each episode's observations in its record (for plotting)."""
+    env_workers: int = 1
+    """Processes stepping the envs of a wave (1: this process; e.g. 2 on 2 cores); same records."""
+    step_timeout: float = 120.0
+    """Seconds an env may take to be built, reset or stepped in an env worker (env_workers > 1) before
+    the worker is killed and that episode recorded as an error."""
+    progress: bool = True
+    """Show a progress bar over episodes with the running success rate."""
+
+    def rollout_options(self) -> RolloutOptions:
+        """These options as a plain `RolloutOptions` (also of a subclass such as `EvalConfig`)."""
+        names = [f.name for f in dataclasses.fields(RolloutOptions)]
+        return RolloutOptions(**{name: getattr(self, name) for name in names})
+
+    def check(self) -> None:
+        """One-line errors for invalid options."""
+        if self.n_envs < 1:
+            raise ScorePolicyError(f"n_envs must be at least 1, got {self.n_envs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ScorePolicyError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.n_videos < 0:
+            raise ScorePolicyError(f"n_videos must be >= 0, got {self.n_videos}")
+        if self.n_videos > 0 and self.video_dir is None:
+            raise ScorePolicyError(f"n_videos={self.n_videos} needs a video_dir to write the videos to")
+        if self.env_workers < 1:
+            raise ScorePolicyError(f"env_workers must be at least 1, got {self.env_workers}")
+        if not self.step_timeout > 0:
+            raise ScorePolicyError(
+                f"step_timeout must be a positive number of seconds, got {self.step_timeout}"
+            )
+
+
+@dataclass(frozen=True)
+class EpisodeRules:
+    """When an episode ends and what its record keeps (rollout options resolved against the task)."""
 
     max_steps: int
     """Episode step limit."""
@@ -75,8 +116,13 @@ class RolloutOptions:
     """End an episode at its first successful step."""
     keep_trajectories: bool
     """Keep each episode's observations in its record."""
-    env_workers: int = 1
-    """Processes stepping a wave's envs (1: this process, through a gymnasium vector env)."""
+
+    @classmethod
+    def of(cls, task: Task, opts: RolloutOptions) -> EpisodeRules:
+        """The rules of `task` under checked `opts`."""
+        opts.check()
+        steps = task.max_steps if opts.max_steps is None else int(opts.max_steps)
+        return cls(steps, task.stop_on_success, opts.keep_trajectories)
 
 
 @dataclass(frozen=True)
@@ -97,7 +143,7 @@ class Stepper(Protocol):
         ...
 
     def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | EpisodeError | None]:
-        """Step the envs (at least the active ones): a result, an error, or None (not stepped)."""
+        """Step the active envs: a result, an error, or None (not stepped)."""
         ...
 
     def close(self) -> None:
@@ -105,8 +151,12 @@ class Stepper(Protocol):
         ...
 
 
-class EnvFailure(Exception):
-    """An exception raised by environment code inside a vector env (wraps the original)."""
+class StepperPool(Protocol):
+    """Something that opens a stepper over a wave's envs (e.g. env worker processes)."""
+
+    def open(self, videos: Sequence[Path | None]) -> Stepper:
+        """A stepper over one env per video slot (None: no video)."""
+        ...
 
 
 def describe_error(exc: BaseException) -> str:
@@ -121,14 +171,20 @@ def traceback_summary(exc: BaseException, limit: int = 4) -> str:
     return " > ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames)
 
 
-def reset_policy(policy: BatchPolicy, noise_seed: int) -> None:
-    """Reset the policy for a new wave; a policy whose `reset` takes `seed` is reseeded with noise_seed."""
+def _takes(method: Callable[..., Any], name: str) -> bool:
     try:
-        takes_seed = "seed" in inspect.signature(policy.reset).parameters
+        return name in inspect.signature(method).parameters
     except (TypeError, ValueError):
-        takes_seed = False
-    if takes_seed:
-        policy.reset(seed=noise_seed)  # type: ignore[call-arg]
+        return False
+
+
+def reset_policy(policy: BatchPolicy, seeds: Sequence[int]) -> None:
+    """Reset the policy for a new wave: one noise seed per batch row (`reset(seeds=)`) where it takes
+    them, else the wave's first seed (`reset(seed=)`), else a plain `reset()`."""
+    if _takes(policy.reset, "seeds"):
+        policy.reset(seeds=[int(s) for s in seeds])  # type: ignore[call-arg]
+    elif _takes(policy.reset, "seed"):
+        policy.reset(seed=int(seeds[0]))  # type: ignore[call-arg]
     else:
         policy.reset()
 
@@ -139,80 +195,24 @@ def info_success(info: Mapping[str, Any]) -> bool:
 
 
 def _episode_over(
-    length: int, terminated: bool, truncated: bool, info: Mapping[str, Any], opts: RolloutOptions
+    length: int, terminated: bool, truncated: bool, info: Mapping[str, Any], rules: EpisodeRules
 ) -> bool:
     return (
-        terminated or truncated or length >= opts.max_steps or (opts.stop_on_success and info_success(info))
+        terminated or truncated or length >= rules.max_steps or (rules.stop_on_success and info_success(info))
     )
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Vector info conversion
-
-
-def _to_python(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    return value
-
-
-def unbatch_infos(infos: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """Split a gymnasium vector-env info dict (arrays with `_key` masks) back into n per-env dicts."""
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for key, value in infos.items():
-        if key.startswith("_") and key[1:] in infos:
-            continue  # the mask of `key[1:]`
-        mask = infos.get(f"_{key}")
-        present = np.ones(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        rows = unbatch_infos(value, n) if isinstance(value, Mapping) else None
-        for i in np.flatnonzero(present):
-            out[i][key] = rows[i] if rows is not None else _to_python(value[i])
-    return out
-
-
-_INFO_KEY = "scorepolicy_step_info"
-
-
-class _BoxedInfo:
-    """An env's step info as one opaque value, so vector batching cannot coerce its types."""
-
-    __slots__ = ("info",)
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
-
-
-class _InfoBoxer(gym.Wrapper[Any, Any, Any, Any]):
-    """Passes step infos through a vector env untouched.
-
-    Gymnasium batches each info key into an array typed after the first env's value (an int 0 from env 0
-    turns env 1's 0.25 into 0), so infos travel boxed as one object per env and are unboxed afterwards.
-    """
-
-    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
-        """Step the env and box its info."""
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, {_INFO_KEY: _BoxedInfo(dict(info))}
-
-
-def _unbox(info: dict[str, Any]) -> dict[str, Any]:
-    boxed = info.get(_INFO_KEY)
-    return boxed.info if isinstance(boxed, _BoxedInfo) else info
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Env construction: video recording and a stand-in for envs that fail to build
+# Env construction (with video recording) and the in-process stepper
 
 
 class _VideoRecorder(gym.Wrapper[Any, Any, Any, Any]):
     """Writes the first episode after creation to an mp4, ending where the rollout ends that episode."""
 
-    def __init__(self, env: gym.Env[Any, Any], path: Path, opts: RolloutOptions) -> None:
+    def __init__(self, env: gym.Env[Any, Any], path: Path, rules: EpisodeRules) -> None:
         super().__init__(env)
         self._path = path
-        self._opts = opts
+        self._rules = rules
         self._writer: Any = None
         self._started = False
         self._length = 0
@@ -236,7 +236,7 @@ class _VideoRecorder(gym.Wrapper[Any, Any, Any, Any]):
         if self._writer is not None:
             self._length += 1
             self._capture()
-            if _episode_over(self._length, bool(terminated), bool(truncated), info, self._opts):
+            if _episode_over(self._length, bool(terminated), bool(truncated), info, self._rules):
                 self._finish()
         return obs, reward, terminated, truncated, info
 
@@ -256,99 +256,9 @@ class _VideoRecorder(gym.Wrapper[Any, Any, Any, Any]):
             writer.close()
 
 
-class _BrokenEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Stands in for an env whose creation raised inside a vector env; raises that error on reset."""
-
-    def __init__(self, error: str, obs_dim: int, action_dim: int) -> None:
-        self._error = error
-        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-        self.action_space = spaces.Box(-np.inf, np.inf, (action_dim,), np.float32)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Raise the creation error."""
-        raise RuntimeError(f"env creation failed: {self._error}")
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Raise the creation error."""
-        raise RuntimeError(f"env creation failed: {self._error}")
-
-
-def _make_env(task: Task, video: Path | None, opts: RolloutOptions) -> gym.Env[Any, Any]:
+def _make_env(task: Task, video: Path | None, rules: EpisodeRules) -> gym.Env[Any, Any]:
     env = task.make_env("rgb_array" if video is not None else None)
-    return env if video is None else _VideoRecorder(env, video, opts)
-
-
-class _EnvFactory:
-    """Picklable env factory for vector envs (infos boxed); a creation error becomes a `_BrokenEnv`."""
-
-    def __init__(self, task: Task, video: Path | None, opts: RolloutOptions) -> None:
-        self.task, self.video, self.opts = task, video, opts
-
-    def __call__(self) -> gym.Env[Any, Any]:
-        try:
-            return _InfoBoxer(_make_env(self.task, self.video, self.opts))
-        except Exception as exc:
-            return _BrokenEnv(describe_error(exc), self.task.obs_dim, self.task.action_dim)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Steppers: drive the envs of one wave (vectorised, or one by one with per-env error capture)
-
-
-class _VectorStepper:
-    """A gymnasium vector env with autoreset disabled; any env exception is raised as `EnvFailure`."""
-
-    def __init__(
-        self, task: Task, videos: Sequence[Path | None], opts: RolloutOptions, vector: VectorMode
-    ) -> None:
-        fns = [_EnvFactory(task, video, opts) for video in videos]
-        mode = gym.vector.AutoresetMode.DISABLED
-        self.vec: gym.vector.SyncVectorEnv[Any, Any] | gym.vector.AsyncVectorEnv
-        try:
-            if vector == "async":
-                self.vec = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
-            else:
-                self.vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
-        except Exception as exc:
-            raise EnvFailure(describe_error(exc)) from exc
-        self.n = len(fns)
-        self._seeds: list[int] = []
-        self._needs_reset = np.zeros(self.n, dtype=bool)
-
-    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
-        """Reset every env with its own seed."""
-        self._seeds = [int(s) for s in seeds]
-        try:
-            obs, _ = self.vec.reset(seed=list(self._seeds))
-        except Exception as exc:
-            raise EnvFailure(describe_error(exc)) from exc
-        self._needs_reset[:] = False
-        return [(np.asarray(obs[i]), None) for i in range(self.n)]
-
-    def step(self, actions: np.ndarray, active: np.ndarray) -> list[StepResult | EpisodeError | None]:
-        """Step all envs (finished ones too, to keep the batch; their results are ignored)."""
-        try:
-            if self._needs_reset.any():
-                # With autoreset disabled a terminated env may not be stepped again: re-seed it to idle.
-                self.vec.reset(seed=list(self._seeds), options={"reset_mask": self._needs_reset.copy()})
-            obs, rewards, terminated, truncated, infos = self.vec.step(actions)
-        except Exception as exc:
-            raise EnvFailure(describe_error(exc)) from exc
-        self._needs_reset = np.logical_or(terminated, truncated)
-        per_env = [_unbox(info) for info in unbatch_infos(infos, self.n)]
-        return [
-            (np.asarray(obs[i]), float(rewards[i]), bool(terminated[i]), bool(truncated[i]), per_env[i])
-            for i in range(self.n)
-        ]
-
-    def close(self) -> None:
-        """Close the vector env, never raising."""
-        try:
-            self.vec.close()
-        except Exception as exc:  # a worker may already be gone after a failure
-            log.debug("closing vector env failed: %s", describe_error(exc))
+    return env if video is None else _VideoRecorder(env, video, rules)
 
 
 def _logged_error(what: str, exc: Exception) -> EpisodeError:
@@ -357,16 +267,35 @@ def _logged_error(what: str, exc: Exception) -> EpisodeError:
     return EpisodeError(error, traceback_summary(exc))
 
 
-class SerialStepper:
-    """Plain envs stepped one at a time; each exception is returned as that env's error string."""
+EnvHook = Callable[[int], None]
+"""Called with an env's index before each operation on it (creation, reset, step): a sign of progress."""
 
-    def __init__(self, task: Task, videos: Sequence[Path | None], opts: RolloutOptions) -> None:
+
+class SerialStepper:
+    """Plain envs stepped one at a time; each exception is returned as that env's error."""
+
+    def __init__(
+        self,
+        task: Task,
+        videos: Sequence[Path | None],
+        rules: EpisodeRules,
+        hook: EnvHook | None = None,
+        skip: Mapping[int, EpisodeError] | None = None,
+    ) -> None:
+        """Build one env per video slot; `hook(i)` precedes every operation on env i; envs in `skip` are
+        not built and report their given error."""
+        self.hook: EnvHook = hook or (lambda i: None)
         self.envs: list[gym.Env[Any, Any] | None] = []
         self.errors: list[EpisodeError | None] = []
         self.seeds: list[int] = []
-        for video in videos:
+        for i, video in enumerate(videos):
+            if skip and i in skip:
+                self.envs.append(None)
+                self.errors.append(skip[i])
+                continue
+            self.hook(i)
             try:
-                self.envs.append(_make_env(task, video, opts))
+                self.envs.append(_make_env(task, video, rules))
                 self.errors.append(None)
             except Exception as exc:
                 self.envs.append(None)
@@ -376,10 +305,11 @@ class SerialStepper:
         """Reset each env that was built; report creation or reset errors per env."""
         self.seeds = [int(s) for s in seeds]
         out: list[tuple[np.ndarray | None, EpisodeError | None]] = []
-        for env, error, seed in zip(self.envs, self.errors, self.seeds):
+        for i, (env, error, seed) in enumerate(zip(self.envs, self.errors, self.seeds)):
             if env is None:
                 out.append((None, error))
                 continue
+            self.hook(i)
             try:
                 obs, _ = env.reset(seed=seed)
                 out.append((np.asarray(obs), None))
@@ -394,6 +324,7 @@ class SerialStepper:
             if not active[i] or env is None:
                 out.append(None)
                 continue
+            self.hook(i)
             try:
                 obs, reward, terminated, truncated, info = env.step(actions[i])
                 out.append((np.asarray(obs), float(reward), bool(terminated), bool(truncated), dict(info)))
@@ -404,12 +335,16 @@ class SerialStepper:
     def close(self) -> None:
         """Close every env, never raising."""
         for env in self.envs:
-            if env is None:
-                continue
-            try:
-                env.close()
-            except Exception as exc:
-                log.debug("closing env failed: %s", describe_error(exc))
+            if env is not None:
+                _close_quietly(env)
+        self.envs = [None] * len(self.envs)
+
+
+def _close_quietly(env: gym.Env[Any, Any]) -> None:
+    try:
+        env.close()
+    except Exception as exc:
+        log.debug("closing env failed: %s", describe_error(exc))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -419,10 +354,10 @@ class SerialStepper:
 class _Episode:
     """The running state of one episode and, once it is over, its record."""
 
-    def __init__(self, seed: int, video: Path | None, opts: RolloutOptions) -> None:
+    def __init__(self, seed: int, video: Path | None, rules: EpisodeRules) -> None:
         self.seed = seed
         self.video = video
-        self.opts = opts
+        self.rules = rules
         self.obs: np.ndarray | None = None
         self.infos: list[dict[str, Any]] = []
         self.ret = 0.0
@@ -452,7 +387,7 @@ class _Episode:
         self.ret += reward
         self.length += 1
         self.infos.append(info)
-        if _episode_over(self.length, terminated, truncated, info, self.opts):
+        if _episode_over(self.length, terminated, truncated, info, self.rules):
             self._complete(task)
 
     def policy_obs(self, obs_dim: int) -> np.ndarray:
@@ -461,7 +396,7 @@ class _Episode:
 
     def _observe(self, obs: np.ndarray) -> None:
         self.obs = np.array(obs, dtype=np.float32)
-        if self.opts.keep_trajectories:
+        if self.rules.keep_trajectories:
             self.observations.append(self.obs.tolist())
 
     def _complete(self, task: Task) -> None:
@@ -471,7 +406,7 @@ class _Episode:
             self._fail(EpisodeError(f"episode_metrics raised {describe_error(exc)}", traceback_summary(exc)))
             return
         record: dict[str, Any] = {"seed": self.seed, "length": self.length, "return": self.ret, **metrics}
-        if self.opts.keep_trajectories:
+        if self.rules.keep_trajectories:
             record["observations"] = self.observations
         if self.video is not None and self.video.is_file():
             record["video"] = str(self.video)
@@ -487,24 +422,11 @@ class _Episode:
 
 
 class Progress:
-    """A tqdm bar over finished episodes showing the running success rate; can roll back a wave."""
+    """A tqdm bar over finished episodes showing the running success rate."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         self._bar = tqdm(total=total, disable=not enabled, desc="rollouts", unit="ep", dynamic_ncols=True)
         self._done, self._successes = 0, 0.0
-        self._mark = (0, 0.0)
-
-    def mark(self) -> None:
-        """Remember the current count (start of a wave)."""
-        self._mark = (self._done, self._successes)
-
-    def rollback(self) -> None:
-        """Return to the last mark (the wave is being re-run)."""
-        self._done, self._successes = self._mark
-        self._bar.n = self._done
-        rate = f"{self._successes / self._done:.3f}" if self._done else "-"
-        self._bar.set_postfix(success=rate, refresh=False)
-        self._bar.refresh()
 
     def finished(self, record: Mapping[str, Any]) -> None:
         """Count one finished episode."""
@@ -526,8 +448,9 @@ def _drive(
     bar: Progress,
 ) -> list[dict[str, Any]]:
     """Run one wave to the end: reset (and reseed) the policy and every env, then step them together."""
-    reset_policy(policy, episodes[0].seed)
-    for ep, (obs, error) in zip(episodes, stepper.reset([ep.seed for ep in episodes])):
+    seeds = [ep.seed for ep in episodes]
+    reset_policy(policy, seeds)
+    for ep, (obs, error) in zip(episodes, stepper.reset(seeds)):
         ep.start(obs, error)
         if ep.record is not None:
             bar.finished(ep.record)
@@ -546,64 +469,18 @@ def _drive(
     return [ep.record for ep in episodes if ep.record is not None]
 
 
-def _run_with(
-    policy: BatchPolicy,
-    task: Task,
-    stepper: Stepper,
-    seeds: Sequence[int],
-    videos: Sequence[Path | None],
-    opts: RolloutOptions,
-    bar: Progress,
-) -> list[dict[str, Any]]:
-    """Drive fresh episodes of the wave with `stepper`, closing it whatever happens."""
-    try:
-        return _drive(policy, task, stepper, [_Episode(s, v, opts) for s, v in zip(seeds, videos)], bar)
-    finally:
-        stepper.close()
-
-
 def run_wave(
     policy: BatchPolicy,
     task: Task,
     seeds: Sequence[int],
     videos: Sequence[Path | None],
-    opts: RolloutOptions,
-    vector: VectorMode,
+    rules: EpisodeRules,
     bar: Progress,
+    pool: StepperPool | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one wave vectorised (or over `opts.env_workers` processes); if an env raises inside a vector
-    env, re-run the wave serially to pin the error on its episode."""
-    bar.mark()
-    if opts.env_workers > 1:
-        from scorepolicy.evaluation.env_workers import ShardedStepper
-
-        try:
-            sharded = ShardedStepper(task, videos, opts, opts.env_workers)
-            return _run_with(policy, task, sharded, seeds, videos, opts, bar)
-        except EnvFailure as exc:
-            log.warning("env workers failed in the wave from seed %d (%s); re-running it here", seeds[0], exc)
-            bar.rollback()
+    """Run one wave: its envs stepped in this process, or by `pool` (env worker processes)."""
+    stepper = pool.open(videos) if pool is not None else SerialStepper(task, videos, rules)
     try:
-        vectorised = _VectorStepper(task, videos, opts, vector)
-        return _run_with(policy, task, vectorised, seeds, videos, opts, bar)
-    except EnvFailure as exc:
-        log.warning(
-            "an env raised in the wave from seed %d (%s); re-running the wave env by env", seeds[0], exc
-        )
-        bar.rollback()
-    return _run_with(policy, task, SerialStepper(task, videos, opts), seeds, videos, opts, bar)
-
-
-def check_rollout_args(
-    n_envs: int, vector: str, max_steps: int, video_dir: Path | None, n_videos: int
-) -> None:
-    if n_envs < 1:
-        raise ScorePolicyError(f"n_envs must be at least 1, got {n_envs}")
-    if vector not in ("sync", "async"):
-        raise ScorePolicyError(f"vector must be 'sync' or 'async', got {vector!r}")
-    if max_steps < 1:
-        raise ScorePolicyError(f"max_steps must be at least 1, got {max_steps}")
-    if n_videos < 0:
-        raise ScorePolicyError(f"n_videos must be >= 0, got {n_videos}")
-    if n_videos > 0 and video_dir is None:
-        raise ScorePolicyError(f"n_videos={n_videos} needs a video_dir to write the videos to")
+        return _drive(policy, task, stepper, [_Episode(s, v, rules) for s, v in zip(seeds, videos)], bar)
+    finally:
+        stepper.close()
