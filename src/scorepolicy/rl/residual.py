@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_save_tensors, from_dict, load_tensors, to_dict
-from scorepolicy.policies.base import ChunkPolicy, Goal
+from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace
 from scorepolicy.rl.common import (
     BASE_DIR,
     load_verified_base,
@@ -74,9 +74,6 @@ class ResidualConfig:
     """Env steps with a uniformly random residual r ~ U[-1, 1] before learning starts."""
     critic_warmup: int = 2_000
     """Critic-only gradient steps before the actor is first updated."""
-    demo_fraction: float = 0.0
-    """Share of each batch drawn from demonstrations relabelled with the base's actions (not implemented
-    yet: must be 0)."""
 
 
 class ResidualActor(nn.Module):
@@ -155,6 +152,7 @@ class ResidualPolicy(nn.Module):
         self.method, self.reward = method, reward
         self.actor = ResidualActor(feature_dim(base), base.cfg.action_dim, list(method.actor_hidden))
         self.generator = torch.Generator().manual_seed(base.cfg.seed)
+        self._fast: list[Any] = []  # the frozen residual graph while optimised for inference
         self._history: deque[Tensor] = deque(maxlen=base.cfg.n_obs_steps)
         self._queue: deque[Tensor] = deque()
         self._goal: Goal | None = None
@@ -165,10 +163,31 @@ class ResidualPolicy(nn.Module):
         return self.base.cfg
 
     def optimize_for_inference(self) -> ResidualPolicy:
-        """Freeze the base for fast inference (its whole-chunk graph) and the actor for evaluation."""
+        """Freeze for fast inference: the base's whole-chunk graph, and one frozen TorchScript graph for
+        the residual step (features, actor, bounded correction); `set_actor` or `train()` undo the latter."""
         self.base.optimize_for_inference()
         self.actor.eval()
+        cfg = self.base.cfg
+        example = (torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim), torch.zeros(2, cfg.action_dim))
+        fast = frozen_trace(_ResidualStep(self), example, "residual graph", "the eager residual step")
+        self._fast[:] = [fast] if fast is not None else []
         return self
+
+    def set_actor(self, state_dict: dict[str, Tensor]) -> None:
+        """Load new actor weights (drops the frozen residual graph, which holds the old ones)."""
+        self._fast.clear()
+        self.actor.load_state_dict(state_dict)
+
+    def train(self, mode: bool = True) -> ResidualPolicy:
+        if mode:
+            self._fast.clear()
+        return super().train(mode)
+
+    def execute(self, history: Tensor, raw_base: Tensor) -> Tensor:
+        """Raw executed actions (B, d_a) for observation histories (B, T_o, d_o) and raw base actions."""
+        if self._fast:
+            return self._fast[0](history, raw_base)
+        return apply_residual(self.base, raw_base, self.residual(history, raw_base), self.method.alpha)
 
     def reset(self, seed: int | None = None, goal: Goal | None = None) -> None:
         """Start new episodes: forget history and queued actions; reseed the sampling noise."""
@@ -197,7 +216,7 @@ class ResidualPolicy(nn.Module):
         b, t, d = chunk.shape
         hist = obs.float().repeat_interleave(t, dim=0)
         flat = chunk.reshape(b * t, d)
-        return apply_residual(self.base, flat, self.residual(hist, flat), self.method.alpha).reshape(b, t, d)
+        return self.execute(hist, flat).reshape(b, t, d)
 
     @torch.inference_mode()
     def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
@@ -222,7 +241,7 @@ class ResidualPolicy(nn.Module):
             chunk = self.base.predict_action_chunk(history, **kwargs)
             self._queue.extend(chunk[:, : cfg.n_action_steps].unbind(dim=1))
         raw_base = self._queue.popleft()
-        action = apply_residual(self.base, raw_base, self.residual(history, raw_base), self.method.alpha)
+        action = self.execute(history, raw_base)
         action = action[0] if single else action
         return action.numpy() if is_numpy else action  # type: ignore[return-value]
 
@@ -257,8 +276,21 @@ class ResidualPolicy(nn.Module):
         expected = policy.actor.state_dict()
         if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
             raise ScorePolicyError(f"{path}: the actor weights do not match config.json's method settings")
-        policy.actor.load_state_dict(tensors)
+        policy.set_actor(tensors)
         return policy.eval()
+
+
+class _ResidualStep(nn.Module):
+    """`policy.execute` on the eager path, as a module for torch.jit.trace."""
+
+    def __init__(self, policy: ResidualPolicy) -> None:
+        super().__init__()
+        self.actor = policy.actor
+        self._policy = [policy]  # not a submodule: only the traced ops matter
+
+    def forward(self, history: Tensor, raw_base: Tensor) -> Tensor:
+        policy = self._policy[0]
+        return apply_residual(policy.base, raw_base, policy.residual(history, raw_base), policy.method.alpha)
 
 
 def _train(ctx: Any, cfg: ResidualConfig, resume: bool) -> ResidualPolicy:

@@ -24,15 +24,11 @@ def check_residual_config(cfg: ResidualConfig) -> None:
         raise ScorePolicyError("--residual.n-step, n-critics, batch-size and policy-delay must be ≥ 1")
     if cfg.utd <= 0 or cfg.buffer_size < 1 or cfg.learning_starts < 0 or cfg.critic_warmup < 0:
         raise ScorePolicyError("--residual.utd and buffer-size must be positive, learning-starts ≥ 0")
-    if cfg.demo_fraction != 0:
-        raise ScorePolicyError(
-            "--residual.demo-fraction: demonstrations in batches are not implemented; use 0"
-        )
 
 
 def improved_from_agent(policy: ResidualPolicy, model: ResidualTD3) -> ResidualPolicy:
     """Copy the agent's actor into the improved policy (same layer layout) and return it."""
-    policy.actor.mu.load_state_dict(model.actor.mu.state_dict())
+    policy.set_actor({f"mu.{k}": v for k, v in model.actor.mu.state_dict().items()})
     return policy.eval()
 
 
