@@ -176,6 +176,10 @@ def test_object_dtype_with_pickle_filter_runs_nothing(
         assert main(["data", argv[0], str(store), *argv[1:]]) in (1, 2)
         captured = capsys.readouterr()
         assert "data/obj" in captured.out + captured.err
+    (store / "data" / ".zgroup").unlink()  # arrays under a directory that is not marked as a group
+    with pytest.raises(ScorePolicyError) as exc:
+        open_dataset(store)
+    _one_line(exc, "data/obj", "'pickle'")
     assert not marker.exists(), "code stored in the data ran"
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 

@@ -173,16 +173,13 @@ def is_array_dir(path: Path) -> bool:
         return False
 
 
-def _is_group_dir(path: Path) -> bool:
-    return (path / ".zgroup").is_file() or ((path / "zarr.json").is_file() and not is_array_dir(path))
-
-
 def store_arrays(root: Path) -> Iterator[Path]:
-    """Every array directory of the store at `root`, walking groups only (chunk files are not listed)."""
+    """Every array directory under `root`, walking every other directory (a group whose marker file is
+    missing included) but never into an array (its chunk files are not listed)."""
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
         if is_array_dir(child):
             yield child
-        elif _is_group_dir(child):
+        else:
             yield from store_arrays(child)
 
 
