@@ -43,7 +43,7 @@ def evaluate_run(
     extra: dict[str, Any] = {
         "policy": policy.cfg.kind,
         "nfe": denoiser_calls(policy),
-        "sampler": {"ddpm": policy.cfg.ddpm.sampler, "mse-bc": None}.get(policy.cfg.kind, d.sampler),
+        "sampler": sampler_name(policy),
         "schedule": d.schedule,
         "sample_sigma_max": d.sample_sigma_max,
     }
@@ -55,6 +55,13 @@ def evaluate_run(
         extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
     cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks, fingerprint=fingerprint)
     return evaluate(policy, the_task, cfg, extra=extra, policy_factory=factory)
+
+
+def sampler_name(policy: ChunkPolicy) -> str | None:
+    """The sampler a policy's chunks come from: the score sampler, DDPM's ('ddpm'/'ddim'), None for MSE-BC."""
+    return {"ddpm": policy.cfg.ddpm.sampler, "mse-bc": None}.get(
+        policy.cfg.kind, policy.cfg.diffusion.sampler
+    )
 
 
 def measure_latency(
@@ -81,8 +88,8 @@ def measure_latency(
         "ms_p90": times[int(0.9 * (len(times) - 1))],
         "threads": threads,
         "batch": batch,
-        "nfe": policy.cfg.diffusion.nfe,
-        "sampler": policy.cfg.diffusion.sampler,
+        "nfe": denoiser_calls(policy),
+        "sampler": sampler_name(policy),
         "denoiser": policy.cfg.denoiser,
         "repeats": repeats,
     }

@@ -23,6 +23,7 @@ from scorepolicy.data.dataset_task import DATASET_TASK, actions, load_dataset_ta
 from scorepolicy.data.windows import split_episodes, window_indices
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import read_json
+from scorepolicy.policies.baselines import denoiser_calls
 
 
 def _run_meta(run: Path) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def _predict(run: Path, obs: np.ndarray, seed: int, nfe: int | None) -> tuple[np
             batch = torch.as_tensor(obs[start : start + 512], dtype=torch.float32)
             chunks.append(policy.predict_action_chunk(batch).numpy())
     cfg = policy.cfg
-    info = {"kind": cfg.kind, "denoiser": cfg.denoiser, "nfe": cfg.diffusion.nfe}
+    info = {"kind": cfg.kind, "denoiser": cfg.denoiser, "nfe": denoiser_calls(policy)}
     info["parameters"] = sum(p.numel() for p in policy.parameters())
     return np.concatenate(chunks), info
 

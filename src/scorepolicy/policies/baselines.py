@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from scorepolicy.diffusion import steps_for_nfe
 from scorepolicy.diffusion.random import NoiseSource, randn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.policies.base import ChunkPolicy, Goal
@@ -199,9 +200,13 @@ class DDPMPolicy(ChunkPolicy):
 
 
 def denoiser_calls(policy: ChunkPolicy) -> int:
-    """Denoiser calls per action chunk of a policy (its NFE: 1 for MSE-BC, the steps for DDPM)."""
+    """Denoiser calls per action chunk as the policy's sampler makes them (its real NFE): 1 for MSE-BC,
+    the sampling steps for DDPM, the solver steps for a score policy (Heun: two per step, one for the
+    last step to σ = 0; a guided call runs both conditions in one batched call)."""
     if isinstance(policy, MSEBCPolicy):
         return 1
     if isinstance(policy, DDPMPolicy):
         return policy.cfg.ddpm.inference_steps
-    return policy.cfg.diffusion.nfe
+    d = policy.cfg.diffusion
+    steps = steps_for_nfe(d.sampler, d.nfe)
+    return 2 * steps - 1 if d.sampler == "heun" else steps
