@@ -3,6 +3,7 @@ task, save/load and exact resume."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -149,11 +150,17 @@ def random_actor(policy: ResidualPolicy, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * 2.0)
 
 
-def rollout_actions(policy: Any, seed: int, steps: int = 12, batch: int = 5) -> list[np.ndarray]:
-    """Actions of `policy` driving `batch` reach envs (seeds seed..) for `steps` steps."""
+def rollout_actions(
+    policy: Any, seed: int, steps: int = 12, batch: int = 5, per_row: bool = False
+) -> list[np.ndarray]:
+    """Actions of `policy` driving `batch` reach envs (seeds seed..) for `steps` steps; sampling noise
+    from one stream (`reset(seed=)`) or one per row (`reset(seeds=)`)."""
     envs = [ReachEnv() for _ in range(batch)]
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
-    policy.reset(seed=seed)
+    if per_row:
+        policy.reset(seeds=[seed + i for i in range(batch)])
+    else:
+        policy.reset(seed=seed)
     actions = []
     for _ in range(steps):
         a = policy.select_action(obs)
@@ -165,8 +172,12 @@ def rollout_actions(policy: Any, seed: int, steps: int = 12, batch: int = 5) -> 
 def test_zero_residual_is_exactly_the_base(base: ScorePolicy) -> None:
     base.optimize_for_inference()
     improved = ResidualPolicy(base, ResidualConfig())
-    ours, theirs = rollout_actions(improved, 7), rollout_actions(base, 7)
-    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    for per_row in (False, True):
+        ours, theirs = (
+            rollout_actions(improved, 7, per_row=per_row),
+            rollout_actions(base, 7, per_row=per_row),
+        )
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
     obs = torch.as_tensor(np.stack([ReachEnv().reset(seed=s)[0] for s in range(3)]))
     hist = obs[:, None].repeat(1, 2, 1)
     noise = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(1))
@@ -253,3 +264,33 @@ def test_resume_after_kill_equals_uninterrupted(base: ScorePolicy, tmp_path: Pat
         a, b = load_tensors(tmp_path / "a" / name), load_tensors(tmp_path / "b" / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_improve_residual_writes_a_run_that_eval_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bimodal_base: ScorePolicy, reach_task: Task
+) -> None:
+    from tests.rl.conftest import save_base_run
+
+    import scorepolicy.api.improvement as improve_module
+    from scorepolicy import api
+
+    real = improve_module.get_task
+    monkeypatch.setattr(
+        improve_module, "get_task", lambda name: reach_task if name == "reach" else real(name)
+    )
+    run = save_base_run(bimodal_base, tmp_path / "base")
+    small = ResidualConfig(actor_hidden=[32], critic_hidden=[32], batch_size=32, learning_starts=32)
+    job = api.ImproveJob(
+        run=run, out=tmp_path / "res", method="residual", env_steps=160, eval_every=80, eval_episodes=20,
+        n_envs=4, checkpoint_every=80, progress=False, residual=small,
+    )  # fmt: skip
+    result = api.improve(job)
+    assert [int(r["env_step"]) for r in result["curve"]] == [0, 80, 160]
+    meta = json.loads((tmp_path / "res" / "config.json").read_text())
+    assert meta["kind"] == "residual" and meta["method"]["actor_hidden"] == [32]
+    policy = api.load_policy(tmp_path / "res", nfe=3)  # what `scorepolicy eval` / `latency` load
+    assert isinstance(policy, ResidualPolicy) and policy.base.cfg.diffusion.nfe == 3
+    cfg = EvalConfig(episodes=20, seed=0, n_envs=20, progress=False)
+    assert evaluate(policy, reach_task, cfg)["success_rate"] == float(result["curve"][-1]["success_rate"])
+    state = json.loads((tmp_path / "res" / "rl_state" / "state.json").read_text())
+    assert state["progress"]["env_steps"] == 160

@@ -35,6 +35,7 @@ from scorepolicy.rl.common import (
 )
 from scorepolicy.rl.curves import Curve, CurveConfig
 from scorepolicy.rl.dsrl_config import DSRLConfig
+from scorepolicy.rl.residual import ResidualConfig
 
 REWARDS: dict[str, tuple[str, ...]] = {
     "pusht": ("coverage", "success"),
@@ -85,6 +86,8 @@ class ImproveJob:
     """Show a progress bar of env steps."""
     dsrl: DSRLConfig = field(default_factory=DSRLConfig)
     """DSRL settings (--method dsrl)."""
+    residual: ResidualConfig = field(default_factory=ResidualConfig)
+    """Residual RL settings (--method residual)."""
 
 
 def default_reward(task: str) -> str:

@@ -4,7 +4,9 @@ zero-initialised tanh head, so before any update it is exactly the base."""
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,12 +136,26 @@ def apply_residual(base: ChunkPolicy, raw_base: Tensor, r: Tensor, alpha: float)
     return raw_base + delta * half
 
 
+def base_chunk(
+    base: ChunkPolicy, history: Tensor, noise: Tensor, goal: Goal | None = None, nfe: int | None = None
+) -> Tensor:
+    """The base's raw chunk (B, T_p, d_a) for observation histories, started from `noise` where the base
+    samples (score, DDPM); a deterministic base (MSE-BC) ignores it."""
+    params = inspect.signature(base.predict_action_chunk).parameters
+    kwargs: dict[str, Any] = {"goal": goal}
+    if "noise" in params:
+        kwargs["noise"] = noise
+    if nfe is not None and "nfe" in params:
+        kwargs["nfe"] = nfe
+    return base.predict_action_chunk(history, **kwargs)
+
+
 class ResidualPolicy(nn.Module):
     """A frozen base chunk policy plus a learned per-step residual actor (an improved policy).
 
-    Acts like a ChunkPolicy for evaluation: `reset(seed=...)`, batched `select_action`, `predict_action_chunk`,
-    `optimize_for_inference`, `save_pretrained` / `from_pretrained`. Its sampling noise comes from its own
-    generator, drawn exactly as the base draws it, so a zero residual reproduces the base bit for bit.
+    Acts like a ChunkPolicy for evaluation: `reset(seed=... | seeds=...)`, batched `select_action`,
+    `predict_action_chunk`, `optimize_for_inference`, `save_pretrained` / `from_pretrained`. Its sampling
+    noise is the base's (`base.initial_noise`), so a zero residual reproduces the base bit for bit.
     """
 
     kind = KIND
@@ -151,7 +167,6 @@ class ResidualPolicy(nn.Module):
             p.requires_grad_(False)
         self.method, self.reward = method, reward
         self.actor = ResidualActor(feature_dim(base), base.cfg.action_dim, list(method.actor_hidden))
-        self.generator = torch.Generator().manual_seed(base.cfg.seed)
         self._fast: list[Any] = []  # the frozen residual graph while optimised for inference
         self._history: deque[Tensor] = deque(maxlen=base.cfg.n_obs_steps)
         self._queue: deque[Tensor] = deque()
@@ -189,13 +204,15 @@ class ResidualPolicy(nn.Module):
             return self._fast[0](history, raw_base)
         return apply_residual(self.base, raw_base, self.residual(history, raw_base), self.method.alpha)
 
-    def reset(self, seed: int | None = None, goal: Goal | None = None) -> None:
-        """Start new episodes: forget history and queued actions; reseed the sampling noise."""
+    def reset(
+        self, seed: int | None = None, goal: Goal | None = None, *, seeds: Sequence[int] | None = None
+    ) -> None:
+        """Start new episodes: forget history and queued actions; reseed the base's sampling noise (one
+        stream with `seed`, one per batch row with `seeds`, as `ChunkPolicy.reset`)."""
         self._history.clear()
         self._queue.clear()
         self._goal = goal
-        if seed is not None:
-            self.generator.manual_seed(seed)
+        self.base.reset(seed=seed, goal=goal, seeds=seeds)
 
     def residual(self, history: Tensor, raw_base: Tensor) -> Tensor:
         """r ∈ [-1, 1]^d_a for observation histories (B, T_o, d_o) and raw base actions (B, d_a)."""
@@ -208,11 +225,9 @@ class ResidualPolicy(nn.Module):
         """Raw actions (B, T_p, d_a): the base's chunk with each step's residual computed from these
         observation histories (what the policy executes while the observation stays the same; in closed loop
         `select_action` feeds each step's new observation)."""
-        cfg = self.base.cfg
         if noise is None:
-            noise = torch.randn((obs.shape[0], cfg.horizon, cfg.action_dim), generator=self.generator)
-        kwargs: dict[str, Any] = {"goal": goal, "nfe": nfe, "noise": noise}
-        chunk = self.base.predict_action_chunk(obs, **kwargs)
+            noise = self.base.initial_noise(obs.shape[0])
+        chunk = base_chunk(self.base, obs, noise, goal, nfe)
         b, t, d = chunk.shape
         hist = obs.float().repeat_interleave(t, dim=0)
         flat = chunk.reshape(b * t, d)
@@ -236,9 +251,8 @@ class ResidualPolicy(nn.Module):
         self._history.extend([o] * (cfg.n_obs_steps if not self._history else 1))
         history = torch.stack(list(self._history), dim=1)
         if not self._queue:
-            noise = torch.randn((o.shape[0], cfg.horizon, cfg.action_dim), generator=self.generator)
-            kwargs: dict[str, Any] = {"goal": goal if goal is not None else self._goal, "noise": noise}
-            chunk = self.base.predict_action_chunk(history, **kwargs)
+            noise = self.base.initial_noise(o.shape[0])
+            chunk = base_chunk(self.base, history, noise, goal if goal is not None else self._goal)
             self._queue.extend(chunk[:, : cfg.n_action_steps].unbind(dim=1))
         raw_base = self._queue.popleft()
         action = self.execute(history, raw_base)

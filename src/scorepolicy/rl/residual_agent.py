@@ -185,6 +185,7 @@ def save_checkpoint(model: ResidualTD3, env: ResidualVecEnv, directory: Path) ->
     filled = buf.buffer_size if buf.full else buf.pos
     arrays = {f: torch.from_numpy(np.ascontiguousarray(getattr(buf, f)[:filled])) for f in BUFFER_FIELDS}
     meta = {
+        "progress": {"env_steps": model.num_timesteps},
         "num_timesteps": model.num_timesteps,
         "n_updates": model._n_updates,
         "episode_num": model._episode_num,

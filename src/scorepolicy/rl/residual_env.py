@@ -18,7 +18,7 @@ from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import info_success
 from scorepolicy.policies.base import ChunkPolicy
-from scorepolicy.rl.residual import apply_residual, feature_dim, residual_features
+from scorepolicy.rl.residual import apply_residual, base_chunk, feature_dim, residual_features
 
 REWARD_KINDS = ("coverage", "success", "shaped")
 
@@ -65,7 +65,7 @@ class BaseChunks:
             return
         cfg = self.base.cfg
         noise = torch.randn((need.size, cfg.horizon, cfg.action_dim), generator=self.generator)
-        chunk = predict_chunk(self.base, self.history[need], noise)
+        chunk = base_chunk(self.base, self.history[need], noise)
         self.queue[need] = chunk[:, : cfg.n_action_steps]
         self.left[need] = cfg.n_action_steps
 
@@ -77,16 +77,6 @@ class BaseChunks:
     def pop(self) -> None:
         """Every env used its current action."""
         self.left -= 1
-
-
-def predict_chunk(base: ChunkPolicy, history: Tensor, noise: Tensor) -> Tensor:
-    """The base's raw chunk for observation histories with the given initial noise."""
-    try:
-        return base.predict_action_chunk(history, noise=noise)  # type: ignore[call-arg]
-    except TypeError as exc:
-        raise ScorePolicyError(
-            f"residual RL: the base policy ('{base.cfg.kind}') takes no initial noise; use a score policy"
-        ) from exc
 
 
 class ResidualVecEnv(VecEnv):
