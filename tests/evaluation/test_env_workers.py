@@ -3,7 +3,11 @@ crashed env costs its own episode only (its worker is killed and replaced, the o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,3 +55,27 @@ def test_a_hung_or_dead_env_is_that_episodes_error(
     # Every other episode, including those that shared the killed worker (replayed on its replacement),
     # has the record of in-process stepping; so does the next wave, on the same pool.
     assert records[:bad] + records[bad + 1 :] == reference[:bad] + reference[bad + 1 :]
+
+
+UNGUARDED_SCRIPT = """
+from scorepolicy.evaluation.waves import run_rollouts
+from tests.evaluation.conftest import ChunkPolicy
+from tests.evaluation.point_task import make_point_task
+
+run_rollouts(ChunkPolicy(), make_point_task(), [1, 2], n_envs=2, env_workers=2, progress=False)
+"""
+
+
+def test_a_script_without_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    # Worker processes import the main script; unguarded, it would start workers again. That must end
+    # the evaluation with a one-line error saying so, not record every episode as an env failure.
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode != 0
+    last = child.stderr.strip().splitlines()[-1]
+    assert last.startswith("scorepolicy.errors.ScorePolicyError: env worker processes could not start"), last
+    assert 'if __name__ == "__main__":' in last

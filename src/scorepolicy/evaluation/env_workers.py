@@ -93,9 +93,17 @@ def _context() -> Any:
 class _Stuck(Exception):
     """A worker hung or died while serving a command; `env` is the shard index it was at (-1: none)."""
 
-    def __init__(self, message: str, env: int) -> None:
+    def __init__(self, message: str, env: int, startup: bool = False) -> None:
         super().__init__(message)
         self.env = env
+        self.startup = startup
+
+
+START_FAILED = (
+    "env worker processes could not start ({}; their error is printed above). A script that evaluates "
+    'with env_workers > 1 must start under `if __name__ == "__main__":` (worker processes import it), '
+    "and the task must be importable there; or use env_workers=1"
+)
 
 
 class _Worker:
@@ -119,8 +127,12 @@ class _Worker:
     def receive(self, what: str, timeout: float) -> Any:
         """The reply to the last command; `_Stuck` if the worker makes no progress for `timeout` s or dies."""
         if not self.started:
-            if self._wait(max(timeout, STARTUP_TIMEOUT), "start-up", ticking=False) != "ready":
-                raise _Stuck("EnvWorkerDied: the env worker process did not start", -1)
+            try:
+                ready = self._wait(max(timeout, STARTUP_TIMEOUT), "start-up", ticking=False)
+            except _Stuck as stuck:
+                raise _Stuck(str(stuck), -1, startup=True) from None
+            if ready != "ready":
+                raise _Stuck("the env worker process did not start", -1, startup=True)
             self.started = True
         return self._wait(timeout, what, ticking=True)
 
@@ -285,8 +297,11 @@ class ShardedStepper:
     def _fail(self, k: int, stuck: _Stuck) -> None:
         """Kill shard k's worker; the env it was at (every env of the shard, if unknown) gets the error."""
         shard = self.shards[k]
-        log.warning("env worker %d: %s", k, stuck)
         self.pool.kill(k)
+        if stuck.startup:  # no env is at fault: the evaluation cannot run this way
+            self.pool.close()
+            raise ScorePolicyError(START_FAILED.format(stuck))
+        log.warning("env worker %d: %s", k, stuck)
         shard.in_sync = False
         error = EpisodeError(str(stuck), "")
         known = 0 <= stuck.env < len(shard.videos) and stuck.env not in shard.dropped
