@@ -9,8 +9,8 @@
 - `improvement`: RL improvement of a trained run (DSRL, residual RL)
 """
 
-from scorepolicy.api.demo import run_demo
-from scorepolicy.api.evaluation import evaluate_run, measure_latency, plot_rollouts
+from scorepolicy.api.demo import DemoConfig, run_demo
+from scorepolicy.api.evaluation import evaluate_run, measure_latency, plot_rollouts, torch_threads
 from scorepolicy.api.improvement import ImproveJob, improve, improve_checks
 from scorepolicy.api.runs import install_snapshot, load_policy, run_task_name
 from scorepolicy.api.select import SELECTION_KEYS, evaluate_snapshots, select_snapshot
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_PUSHT_ZARR",
     "SELECTION_KEYS",
     "DataConfig",
+    "DemoConfig",
     "ImproveJob",
     "TrainJob",
     "build_datasets",
@@ -47,4 +48,5 @@ __all__ = [
     "run_task_name",
     "run_training",
     "select_snapshot",
+    "torch_threads",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,18 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.baselines import denoiser_calls
+from scorepolicy.provenance import provenance
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with `threads` torch threads (one keeps its speed beside other busy processes)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def evaluate_run(
@@ -53,6 +67,7 @@ def evaluate_run(
     fingerprint = {**cfg.fingerprint, **extra}
     if latency:
         extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
+    extra["provenance"] = provenance(the_task.name)
     cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks, fingerprint=fingerprint)
     return evaluate(policy, the_task, cfg, extra=extra, policy_factory=factory)
 
@@ -68,9 +83,7 @@ def measure_latency(
     policy: ChunkPolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
 ) -> dict[str, Any]:
     """Median and p90 wall-clock milliseconds per action chunk (predict_action_chunk) at a batch size."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim)
         obs[..., : policy.obs_min.shape[0]] += (policy.obs_min + policy.obs_max) / 2  # goal entries: task 0
         for _ in range(max(10, repeats // 10)):
@@ -80,8 +93,6 @@ def measure_latency(
             t0 = time.perf_counter()
             policy.predict_action_chunk(obs)
             times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        torch.set_num_threads(previous)
     times.sort()
     return {
         "ms_per_chunk": statistics.median(times),

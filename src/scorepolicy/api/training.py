@@ -19,6 +19,7 @@ from scorepolicy.envs.registry import TaskName, get_task
 from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.files import to_dict
 from scorepolicy.policies import ChunkPolicy, PolicyConfig, build_policy
+from scorepolicy.provenance import provenance
 from scorepolicy.training import TrainConfig, TrainResult, train
 
 DEFAULT_PUSHT_ZARR = Path("../shared/data/pusht_cchi_v7_replay.zarr")
@@ -213,6 +214,7 @@ def run_training(job: TrainJob) -> TrainResult:
         "dataset": to_dict(job.dataset),
         "policy": to_dict(job.policy),
         "n_train_windows": len(train_data),
+        "provenance": provenance(task_name),
     }
     return train(
         policy, train_data, job.train, job.out, val_data=val_data, resume=job.resume, run_config=run_config
