@@ -133,7 +133,11 @@ def test_select_installs_the_best_snapshot(tmp_path: Path, capsys: pytest.Captur
     assert main(["select", str(run), "--episodes", "2"]) == 0  # re-selection replaces best/ whole
     installed = {p.name for p in (run / "best").iterdir()}
     assert installed == {p.name for p in chosen.parent.iterdir()} | {"train_config.json"}
-    assert not list(run.glob(".best*"))  # no staging left behind
+    assert (run / "best").is_symlink()  # swapped in one rename, never missing
+    assert not [
+        p for p in run.glob(".*") if p.name.endswith(".tmp") or ".link-" in p.name or "select" in p.name
+    ]
+    assert len(list(run.glob(".best-*"))) <= 2  # the installed version and the one before it
 
 
 def test_select_without_snapshots_says_how_to_keep_them(
@@ -143,3 +147,114 @@ def test_select_without_snapshots_says_how_to_keep_them(
     tiny_policy().save_pretrained(run)
     (run / "train_config.json").write_text(json.dumps({"task": "obstacles"}))
     _one_line_error(capsys, main(["select", str(run)]), "keep-snapshots")
+
+
+@pytest.fixture(scope="module")
+def obstacle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny obstacle-task run (20 steps, snapshots at 10 and 20) that eval, latency and select accept."""
+    run = tmp_path_factory.mktemp("runs") / "r"
+    train = ["train", "--task", "obstacles", "--out", str(run), "--dataset.n-demos", "6"]
+    train += ["--train.steps", "20", "--train.checkpoint-every", "10", "--train.warmup-steps", "2"]
+    train += ["--train.no-progress", "--train.no-tensorboard", "--policy.mlp.width", "16"]
+    assert main(train) == 0
+    return run
+
+
+EVAL = ["--episodes", "2", "--n-envs", "2", "--no-latency"]
+
+
+def test_eval_never_writes_over_the_runs_own_files(
+    obstacle_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = obstacle_run / "model.safetensors"
+    before = weights.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code = main(["eval", str(obstacle_run), *EVAL, "--json", str(weights), *extra])
+        _one_line_error(capsys, code, "--json", "model.safetensors", "run")
+    snapshot_config = obstacle_run / "checkpoints" / "step_0000010" / "config.json"
+    code = main(["eval", str(obstacle_run), *EVAL, "--plot", str(snapshot_config), "--overwrite"])
+    _one_line_error(capsys, code, "--plot")
+    code = main(["latency", str(obstacle_run), "--json", str(obstacle_run / "train_config.json")])
+    _one_line_error(capsys, code, "--json", "train_config.json")
+    assert weights.read_bytes() == before
+
+
+def test_eval_json_needs_overwrite_and_carries_provenance(
+    obstacle_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "result.json"
+    out.write_text("keep me")
+    _one_line_error(capsys, main(["eval", str(obstacle_run), *EVAL, "--json", str(out)]), "--overwrite")
+    assert out.read_text() == "keep me"
+    assert main(["eval", str(obstacle_run), *EVAL, "--json", str(out), "--overwrite"]) == 0
+    prov = json.loads(out.read_text())["provenance"]
+    assert prov["versions"]["scorepolicy"] and prov["versions"]["torch"] and prov["versions"]["numpy"]
+    assert prov["versions"]["gymnasium"] and prov["python"] and prov["platform"] and prov["time"]
+    assert isinstance(prov["command"], list) and prov["command"]  # this process's command line
+    assert set(prov) >= {"commit", "dirty"}
+    train_prov = json.loads((obstacle_run / "train_config.json").read_text())["provenance"]
+    assert train_prov["versions"] == prov["versions"]
+
+
+def test_video_dir_and_report_contents_need_overwrite(
+    obstacle_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "episode_5.mp4").write_bytes(b"old video")
+    code = main(["eval", str(obstacle_run), *EVAL, "--video-dir", str(videos)])
+    _one_line_error(capsys, code, "--video-dir", "--overwrite")
+    assert (videos / "episode_5.mp4").read_bytes() == b"old video"
+    result = tmp_path / "a.json"
+    assert main(["eval", str(obstacle_run), *EVAL, "--json", str(result)]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, main(["compare", str(result), "--json", str(result), "--overwrite"]), "input")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "notes.md").write_text("mine")
+    _one_line_error(capsys, main(["compare", str(result), "--report", str(report)]), "--report")
+    assert main(["compare", str(result), "--json", str(tmp_path / "cmp.json")]) == 0
+    assert "provenance" in json.loads((tmp_path / "cmp.json").read_text())
+
+
+def test_latency_json_is_not_replaced_without_overwrite(
+    obstacle_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lat.json"
+    args = ["latency", str(obstacle_run), "--repeats", "3", "--json", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["provenance"]["versions"]["torch"]
+    capsys.readouterr()
+    _one_line_error(capsys, main(args), "--json", "--overwrite")
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_data_info_json_cannot_land_inside_the_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _pusht_like_zarr(tmp_path / "d.zarr")
+    code = main(["data", "info", str(data), "--json", str(data / ".zattrs"), "--overwrite"])
+    _one_line_error(capsys, code, "input")
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["eval", "RUN", "--episodes", "0"], "--episodes"),
+        (["eval", "RUN", "--nfe", "0"], "--nfe"),
+        (["eval", "RUN", "--n-envs", "0"], "--n-envs"),
+        (["eval", "RUN", "--threads", "0"], "--threads"),
+        (["latency", "RUN", "--nfe", "0"], "--nfe"),
+        (["latency", "RUN", "--repeats", "0"], "--repeats"),
+        (["select", "RUN", "--episodes", "0"], "--episodes"),
+        (["plan", "--baseline", "0.6", "--effect", "0.1", "--power", "1.5"], "--power"),
+        (["plan", "--baseline", "0.6", "--effect", "0.5"], "--effect"),
+        (["compare", "a.json", "--alpha", "0"], "--alpha"),
+        (["demo", "--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_command_fields_are_one_line_errors_before_any_work(
+    args: list[str], flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [str(tmp_path / "missing-run") if a == "RUN" else a for a in args]
+    _one_line_error(capsys, main(args), flag)

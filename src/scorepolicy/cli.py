@@ -14,10 +14,12 @@ from scorepolicy import api
 from scorepolicy.api.jobs import check_resume_flags, recipe_job, saved_job
 from scorepolicy.commands.compare import Compare, PlanSize, run_compare, run_plan
 from scorepolicy.commands.data import DataCommand, run_data_command
+from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.diffusion.samplers import SamplerName
-from scorepolicy.errors import ScorePolicyError
+from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.evaluation import EvalConfig, format_result
 from scorepolicy.files import atomic_write_json
+from scorepolicy.provenance import provenance
 
 
 @dataclass
@@ -67,6 +69,24 @@ class Eval:
     """Continue an interrupted evaluation from the episodes already journalled beside --json."""
     latency: bool = True
     """Also time one action chunk at batch 1 (median ms, stored as latency_ms)."""
+    threads: int = 1
+    """torch threads: one by default, which keeps its speed beside other busy processes on a small machine."""
+    overwrite: bool = False
+    """Replace existing --json / --plot files and videos in --video-dir (never the run's own files)."""
+
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--episodes", self.episodes),
+            ("--n-envs", self.n_envs),
+            ("--threads", self.threads),
+        ):
+            check_field(flag, value, at_least=1)
+        check_field("--nfe", self.nfe, at_least=1)
+        check_field("--n-videos", self.n_videos, at_least=0)
+        check_field("--env-workers", self.env_workers, at_least=1)
+        check_field("--workers", self.workers, at_least=1)
+        check_field("--sample-sigma-max", self.sample_sigma_max, above=0)
+        check_field("--guidance", self.guidance, at_least=0)
 
 
 @dataclass
@@ -87,6 +107,17 @@ class Latency:
     """Timed calls."""
     json: Path | None = None
     """Write the result JSON here."""
+    overwrite: bool = False
+    """Replace an existing --json file (never the run's own files)."""
+
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--threads", self.threads),
+            ("--batch", self.batch),
+            ("--repeats", self.repeats),
+        ):
+            check_field(flag, value, at_least=1)
+        check_field("--nfe", self.nfe, at_least=1)
 
 
 @dataclass
@@ -111,28 +142,22 @@ class Select:
     """Environments stepped together (the policy's batch)."""
     env_workers: int = 1
     """Processes stepping each wave's envs; same results."""
+    threads: int = 1
+    """torch threads (one by default: it keeps its speed beside other busy processes)."""
 
-
-@dataclass
-class Demo:
-    """Generate expert demos of the bundled obstacle task, train, evaluate, count routes, plot (no download)."""
-
-    out: Path = Path("runs/demo")
-    """Run directory (re-running overwrites the demo's outputs)."""
-    n_demos: int = 100
-    """Expert demonstrations to generate."""
-    steps: int = 8000
-    """Gradient steps (about 5 minutes on 2 cores)."""
-    episodes: int = 100
-    """Evaluation episodes."""
-    nfe: int = 3
-    """Denoiser evaluations per chunk."""
-    seed: int = 0
-    """Seed for demos, weights and training."""
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--episodes", self.episodes),
+            ("--n-envs", self.n_envs),
+            ("--threads", self.threads),
+        ):
+            check_field(flag, value, at_least=1)
+        check_field("--nfe", self.nfe, at_least=1)
+        check_field("--env-workers", self.env_workers, at_least=1)
 
 
 Command = (
-    Annotated[Demo, tyro.conf.subcommand("demo")]
+    Annotated[api.DemoConfig, tyro.conf.subcommand("demo")]
     | Annotated[
         api.TrainJob, tyro.conf.subcommand("train", description="Train a score policy on demonstrations.")
     ]
@@ -152,6 +177,9 @@ def do_train(job: api.TrainJob) -> None:
 
 
 def do_eval(args: Eval) -> None:
+    check_output_file(args.json, "--json", overwrite=args.overwrite)
+    check_output_file(args.plot, "--plot", overwrite=args.overwrite)
+    check_output_dir(args.video_dir, "--video-dir", overwrite=args.overwrite, pattern="episode_*.mp4")
     cfg = EvalConfig(
         episodes=args.episodes,
         seed=args.seed,
@@ -167,15 +195,16 @@ def do_eval(args: Eval) -> None:
         address=args.address,
         resume=args.resume,
     )
-    result = api.evaluate_run(
-        args.run,
-        cfg,
-        nfe=args.nfe,
-        sampler=args.sampler,
-        sample_sigma_max=args.sample_sigma_max,
-        guidance=args.guidance,
-        latency=args.latency,
-    )
+    with api.torch_threads(args.threads):
+        result = api.evaluate_run(
+            args.run,
+            cfg,
+            nfe=args.nfe,
+            sampler=args.sampler,
+            sample_sigma_max=args.sample_sigma_max,
+            guidance=args.guidance,
+            latency=args.latency,
+        )
     print(format_result(result))
     if args.plot is not None:
         api.plot_rollouts(result, args.plot)
@@ -191,6 +220,7 @@ def do_improve(job: api.ImproveJob) -> None:
 
 
 def do_latency(args: Latency) -> None:
+    check_output_file(args.json, "--json", overwrite=args.overwrite)
     policy = api.load_policy(args.run, args.nfe, args.sampler)
     result = api.measure_latency(policy, batch=args.batch, threads=args.threads, repeats=args.repeats)
     print(
@@ -198,25 +228,27 @@ def do_latency(args: Latency) -> None:
         f"{result['threads']} thread(s): {result['ms_per_chunk']:.3f} ms per chunk (median; p90 {result['ms_p90']:.3f})"
     )
     if args.json is not None:
-        atomic_write_json(args.json, {"run": str(args.run), **result})
+        prov = provenance(api.recorded_task(args.run))
+        atomic_write_json(args.json, {"run": str(args.run), **result, "provenance": prov})
 
 
 def do_select(args: Select) -> None:
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, n_envs=args.n_envs, env_workers=args.env_workers)
     metric = None if args.metric == "auto" else args.metric
-    summary = api.select_snapshot(args.run, cfg, nfe=args.nfe, metric=metric)
+    with api.torch_threads(args.threads):
+        summary = api.select_snapshot(args.run, cfg, nfe=args.nfe, metric=metric)
     for row in summary["snapshots"]:
+        if "skipped" in row:
+            print(f"{row['snapshot']}: skipped ({row['skipped']})")
+            continue
         score = f"score {row['mean_score']:.3f}, " if "mean_score" in row else ""
         mark = "  <- best" if row["snapshot"] == summary["best"] else ""
         print(f"{row['snapshot']}: {score}success {row['success_rate']:.2f}{mark}")
     print(f"installed {summary['best']} as {args.run / 'best'}; table in {args.run / 'selection.json'}")
 
 
-def do_demo(args: Demo) -> None:
-    summary = api.run_demo(
-        args.out, n_demos=args.n_demos, steps=args.steps, episodes=args.episodes, nfe=args.nfe, seed=args.seed
-    )
-    print(json.dumps(summary, indent=2))
+def do_demo(args: api.DemoConfig) -> None:
+    print(json.dumps(api.run_demo(args), indent=2))
 
 
 SHORTHANDS = {
@@ -280,15 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if args[:1] == ["train"]:
             do_train(parse_train(args[1:]))
             return 0
-    except ScorePolicyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
-        return 130
-    command = tyro.cli(Command, args=args, prog="scorepolicy")
-    try:
-        if isinstance(command, Demo):
+        command = tyro.cli(Command, args=args, prog="scorepolicy")  # fields are validated while parsing
+        if isinstance(command, api.DemoConfig):
             do_demo(command)
         elif isinstance(command, api.TrainJob):
             do_train(command)
@@ -309,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScorePolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         return 130
     return 0
 

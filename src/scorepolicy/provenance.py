@@ -12,7 +12,7 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,11 @@ def env_packages(task: str | None) -> tuple[str, ...]:
     return next((pkgs for prefix, pkgs in ENV_PACKAGES.items() if task.startswith(prefix)), ())
 
 
-def provenance(task: str | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """The provenance object of a result made now by this process (for `task`'s simulator, if any)."""
+def provenance(task: str | Iterable[str] | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The provenance object of a result made now by this process (with the simulators of `task`/tasks)."""
     commit, dirty = git_state(Path(__file__).resolve().parent)
-    names = (*CORE_PACKAGES, *env_packages(task))
+    tasks = [task] if task is None or isinstance(task, str) else list(task)
+    names = dict.fromkeys([*CORE_PACKAGES, *(p for t in tasks for p in env_packages(t))])
     return {
         "commit": commit,
         "dirty": dirty,

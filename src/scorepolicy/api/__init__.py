@@ -12,7 +12,7 @@
 from scorepolicy.api.demo import DemoConfig, run_demo
 from scorepolicy.api.evaluation import evaluate_run, measure_latency, plot_rollouts, torch_threads
 from scorepolicy.api.improvement import ImproveJob, improve, improve_checks
-from scorepolicy.api.runs import install_snapshot, load_policy, run_task_name
+from scorepolicy.api.runs import install_snapshot, load_policy, recorded_task, run_task_name
 from scorepolicy.api.select import SELECTION_KEYS, evaluate_snapshots, select_snapshot
 from scorepolicy.api.training import (
     DEFAULT_PUSHT_ZARR,
@@ -44,6 +44,7 @@ __all__ = [
     "make_policy",
     "measure_latency",
     "plot_rollouts",
+    "recorded_task",
     "run_demo",
     "run_task_name",
     "run_training",

@@ -24,6 +24,7 @@ from scorepolicy.data.windows import split_episodes, window_indices
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import read_json
 from scorepolicy.policies.baselines import denoiser_calls
+from scorepolicy.provenance import provenance
 
 
 def _run_meta(run: Path) -> dict[str, Any]:
@@ -147,6 +148,7 @@ def offline_evaluate(
         "n_windows": len(hist),
         "n_action_steps": t_a,
         "seed": seed,
+        "provenance": provenance(meta.get("task") if meta.get("task") != DATASET_TASK else None),
         "rows": rows,
     }
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 from scorepolicy.data.dataset_task import DATASET_TASK, no_simulator_message
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import read_json
+from scorepolicy.files import fsync_directory, read_json
 from scorepolicy.policies import ChunkPolicy, policy_class
 
 
@@ -19,6 +21,13 @@ def run_task_name(run_dir: Path) -> str:
     if meta["task"] == DATASET_TASK:
         raise ScorePolicyError(no_simulator_message(str(run_dir)))
     return str(meta["task"])
+
+
+def recorded_task(run_dir: Path) -> str | None:
+    """The task named in a run's train_config.json, or None when the file or field is missing."""
+    path = Path(run_dir) / "train_config.json"
+    meta = read_json(path) if path.is_file() else None
+    return str(meta["task"]) if isinstance(meta, dict) and meta.get("task") else None
 
 
 def load_policy(
@@ -48,15 +57,28 @@ def load_policy(
     return policy.optimize_for_inference()
 
 
-def install_snapshot(snapshot: Path, target: Path) -> None:
-    """Copy a snapshot (weights + config, plus the run's train_config.json) to `target`, replacing it whole."""
-    staging = target.with_name(f".{target.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(snapshot, staging)
-    shutil.copy2(snapshot.parent.parent / "train_config.json", staging / "train_config.json")
-    retired = target.with_name(f".{target.name}.old")
-    if target.exists():
-        shutil.rmtree(retired, ignore_errors=True)
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
+def install_snapshot(snapshot: Path, target: Path, train_config: Path | None = None) -> None:
+    """Install a snapshot (weights + config, plus the run's train_config.json) as `target` without a moment
+    where `target` is missing: the copy goes to a fresh hidden directory beside it and `target`, a relative
+    symlink, is swapped to it with one atomic rename. The previous version is kept until the next install
+    (a reader that resolved the old link can finish); older ones are removed."""
+    train_config = train_config or snapshot.parent.parent / "train_config.json"
+    version = target.with_name(f".{target.name}-{snapshot.name}-{uuid.uuid4().hex[:8]}")
+    staging = version.with_name(version.name + ".tmp")
+    try:
+        shutil.copytree(snapshot, staging)
+        shutil.copy2(train_config, staging / "train_config.json")
+        staging.rename(version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    previous = target.resolve() if target.is_symlink() else None
+    if target.exists() and not target.is_symlink():  # a directory installed by an older select
+        legacy = target.with_name(f".{target.name}-legacy-{uuid.uuid4().hex[:8]}")
+        target.rename(legacy)
+    link = target.with_name(f".{target.name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(version.name, link, target_is_directory=True)
+    os.replace(link, target)
+    fsync_directory(target.parent)
+    for old in target.parent.glob(f".{target.name}-*"):
+        if old.resolve() not in (version.resolve(), previous) and not old.name.endswith(".tmp"):
+            shutil.rmtree(old, ignore_errors=True)

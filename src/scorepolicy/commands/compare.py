@@ -7,10 +7,12 @@ from pathlib import Path
 
 import tyro
 
-from scorepolicy.errors import ScorePolicyError
+from scorepolicy.commands.outputs import check_output_dir, check_output_file
+from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.evaluation.report import compare_results, markdown_table
 from scorepolicy.evaluation.stats import ExactTest, plan_sample_size
 from scorepolicy.files import atomic_write_json
+from scorepolicy.provenance import provenance
 
 
 @dataclass
@@ -31,6 +33,15 @@ class Compare:
     """Family-wise significance level (Bonferroni over all pairs)."""
     json: Path | None = None
     """Write the comparison (rows, tests, letters) as JSON here."""
+    overwrite: bool = False
+    """Replace an existing --json file and the files of an existing --report directory."""
+
+    def __post_init__(self) -> None:
+        check_field("--alpha", self.alpha, above=0, below=1)
+        if self.names is not None and len(self.names) != len(self.results):
+            raise ScorePolicyError(
+                f"--names: give one name per result ({len(self.results)}), got {len(self.names)}"
+            )
 
 
 @dataclass
@@ -51,10 +62,24 @@ class PlanSize:
     """Exact test the power is computed for (the one `compare` uses)."""
     json: Path | None = None
     """Write the plan as JSON here."""
+    overwrite: bool = False
+    """Replace an existing --json file."""
+
+    def __post_init__(self) -> None:
+        check_field("--baseline", self.baseline, at_least=0, at_most=1)
+        check_field("--power", self.power, above=0, below=1)
+        check_field("--alpha", self.alpha, above=0, below=1)
+        check_field("--policies", self.policies, at_least=2)
+        if not (abs(self.effect) > 0 and 0 <= self.baseline + self.effect <= 1):
+            raise ScorePolicyError(
+                f"--effect: must be non-zero with --baseline + --effect in [0, 1], got {self.effect}"
+            )
 
 
 def run_compare(args: Compare) -> str:
     """Run the comparison; return the text to print (the Markdown tables and where the report is)."""
+    check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=args.results)
+    check_output_dir(args.report, "--report", overwrite=args.overwrite, inputs=args.results)
     summary = compare_results(args.results, args.report, names=args.names, test=args.test, alpha=args.alpha)
     if args.json is not None:
         atomic_write_json(args.json, summary)
@@ -68,8 +93,7 @@ def run_compare(args: Compare) -> str:
 
 def run_plan(args: PlanSize) -> str:
     """Plan the sample size; return the text to print."""
-    if args.policies < 2:
-        raise ScorePolicyError("--policies must be at least 2")
+    check_output_file(args.json, "--json", overwrite=args.overwrite)
     m = args.policies * (args.policies - 1) // 2
     try:
         plan = plan_sample_size(
@@ -78,7 +102,7 @@ def run_plan(args: PlanSize) -> str:
     except ValueError as e:
         raise ScorePolicyError(f"plan: {e}") from e
     if args.json is not None:
-        atomic_write_json(args.json, vars(plan))
+        atomic_write_json(args.json, {**vars(plan), "provenance": provenance()})
     level = f"α = {args.alpha}" + (f" / {m} pairs" if m > 1 else "")
     return (
         f"{plan.n} rollouts per policy: exact {args.test.capitalize()} test at {level} detects "

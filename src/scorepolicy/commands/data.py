@@ -13,7 +13,9 @@ from typing import Annotated
 import tyro
 
 from scorepolicy.commands.generate import Generate, run_generate
+from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.data.formats import ConvertTarget, DataFormat
+from scorepolicy.errors import check_field
 from scorepolicy.files import atomic_write_json
 
 
@@ -27,6 +29,8 @@ class Info:
     """Force the format (default: detected from the path)."""
     json: Path | None = None
     """Also write the summary as JSON here."""
+    overwrite: bool = False
+    """Replace an existing --json file."""
 
 
 @dataclass
@@ -41,6 +45,11 @@ class Validate:
     """Flag episodes shorter than this many frames (the policy's action horizon); 0 or unset: no check."""
     json: Path | None = None
     """Also write the report as JSON here."""
+    overwrite: bool = False
+    """Replace an existing --json file."""
+
+    def __post_init__(self) -> None:
+        check_field("--horizon", self.horizon, at_least=0)
 
 
 @dataclass
@@ -76,6 +85,9 @@ class Plot:
     overwrite: bool = False
     """Replace an existing --out."""
 
+    def __post_init__(self) -> None:
+        check_field("--max-episodes", self.max_episodes, at_least=1)
+
 
 @dataclass
 class OfflineEval:
@@ -93,6 +105,11 @@ class OfflineEval:
     """Denoiser evaluations per chunk for the run (default: its config)."""
     json: Path | None = None
     """Also write the result as JSON here."""
+    overwrite: bool = False
+    """Replace an existing --json file."""
+
+    def __post_init__(self) -> None:
+        check_field("--nfe", self.nfe, at_least=1)
 
 
 DataCommand = (
@@ -109,6 +126,7 @@ DataCommand = (
 def _info(cmd: Info) -> int:
     from scorepolicy.data.inspect import dataset_info, format_info
 
+    check_output_file(cmd.json, "--json", overwrite=cmd.overwrite, inputs=[cmd.path])
     info = dataset_info(cmd.path, cmd.format)
     print(format_info(info))
     if cmd.json is not None:
@@ -119,6 +137,7 @@ def _info(cmd: Info) -> int:
 def _validate(cmd: Validate) -> int:
     from scorepolicy.data.validate import validate_dataset
 
+    check_output_file(cmd.json, "--json", overwrite=cmd.overwrite, inputs=[cmd.path])
     report = validate_dataset(cmd.path, cmd.format, horizon=cmd.horizon or None)
     for line in report.lines():
         print(line)
@@ -133,6 +152,9 @@ def _validate(cmd: Validate) -> int:
 def _convert(cmd: Convert) -> int:
     from scorepolicy.data.formats import convert_dataset
 
+    check_output_dir(
+        cmd.out, "--out", overwrite=True, inputs=[cmd.path]
+    )  # convert_dataset checks --overwrite
     out = convert_dataset(cmd.path, cmd.to, cmd.out, format=cmd.format, fps=cmd.fps, overwrite=cmd.overwrite)
     print(f"wrote {cmd.to} dataset: {out}")
     return 0
@@ -141,6 +163,7 @@ def _convert(cmd: Convert) -> int:
 def _plot(cmd: Plot) -> int:
     from scorepolicy.data.inspect import plot_dataset
 
+    check_output_file(cmd.out, "--out", overwrite=True, inputs=[cmd.path])  # plot_dataset checks --overwrite
     out = plot_dataset(cmd.path, cmd.out, cmd.format, max_episodes=cmd.max_episodes, overwrite=cmd.overwrite)
     print(f"plot: {out}")
     return 0
@@ -149,6 +172,7 @@ def _plot(cmd: Plot) -> int:
 def _offline_eval(cmd: OfflineEval) -> int:
     from scorepolicy.api.offline_eval import format_offline, offline_evaluate
 
+    check_output_file(cmd.json, "--json", overwrite=cmd.overwrite, inputs=[p for p in [cmd.data] if p])
     result = offline_evaluate(cmd.run, cmd.data, baselines=cmd.baselines, seed=cmd.seed, nfe=cmd.nfe)
     print(format_offline(result))
     if cmd.json is not None:

@@ -8,6 +8,7 @@ from typing import Literal
 
 import tyro
 
+from scorepolicy.commands.outputs import check_output_dir
 from scorepolicy.data.zarr_replay import write_replay_zarr
 from scorepolicy.errors import ScorePolicyError
 
@@ -36,6 +37,7 @@ def run_generate(cmd: Generate) -> int:
     """Generate, write the zarr (expert statistics in its attributes) and print per-task expert success."""
     from scorepolicy.envs.metaworld import generate_metaworld_demos, resolve_tasks
 
+    check_output_dir(cmd.out, "--out", overwrite=True)  # never into a run's own files
     if cmd.out.exists() and not cmd.overwrite:
         raise ScorePolicyError(f"{cmd.out}: already exists; choose another --out or pass --overwrite")
     tasks = resolve_tasks(cmd.tasks)

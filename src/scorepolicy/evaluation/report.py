@@ -26,6 +26,7 @@ from scorepolicy.evaluation.stats import (
     wilson_interval,
 )
 from scorepolicy.files import atomic_write_bytes, atomic_write_json, read_json
+from scorepolicy.provenance import provenance
 
 CONTINUOUS_KEYS = ("max_coverage", "task_completion", "score")
 """Per-episode continuous scores compared with Welch's t-test (the first one the episodes carry)."""
@@ -254,7 +255,11 @@ def compare_results(
     for e in entries:
         tasks.setdefault(str(e.result["task"]), []).append(e)
     comparisons = [compare_task(group, test=test, alpha=alpha) for group in tasks.values()]
-    summary: dict[str, Any] = {"comparisons": comparisons}
+    summary: dict[str, Any] = {
+        "comparisons": comparisons,
+        "provenance": provenance(sorted(tasks)),
+        "inputs": {str(e.path): e.result.get("provenance") for e in entries},
+    }
     if report_dir is not None:
         from scorepolicy.evaluation.report_plots import write_figures
 
