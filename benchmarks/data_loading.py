@@ -18,6 +18,7 @@ import tyro
 from scorepolicy.data.formats import detect_format, load_dataset
 from scorepolicy.data.validate import validate_dataset
 from scorepolicy.files import atomic_write_json
+from scorepolicy.provenance import provenance
 
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,7 +71,7 @@ def main(args: Args) -> None:
             f"{Path(r['dataset']).name:<32} {r['format']:<10} {r['episodes']:>8} {r['steps']:>7} "
             f"{r['load_s_best']:>9.3f}s {r['load_s_median']:>7.3f}s {r['validate_s']:>8.3f}s"
         )
-    atomic_write_json(args.out, {"repeats": args.repeats, "results": rows})
+    atomic_write_json(args.out, {"repeats": args.repeats, "results": rows, "provenance": provenance()})
     print(f"wrote {args.out}")
 
 

@@ -30,6 +30,7 @@ from scorepolicy.evaluation import EvalConfig
 from scorepolicy.evaluation.diversity import behaviour_counts, behaviour_kl, successful_labels
 from scorepolicy.evaluation.report import compare_results
 from scorepolicy.files import atomic_write_json, read_json
+from scorepolicy.provenance import provenance, same_code
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs/bench_diversity")
@@ -155,6 +156,15 @@ def evaluate_contender(c: Contender, task: str, args: Args, path: Path) -> dict[
     return result
 
 
+def training_data(meta: dict[str, Any]) -> str:
+    """A run's training data in words, from its train_config.json."""
+    ds = meta.get("dataset", {})
+    if meta.get("data"):
+        cap = ds.get("max_train_episodes")
+        return f"{meta['data']}" + (f" (at most {cap} training episodes)" if cap else "")
+    return f"{ds.get('n_demos')} generated expert demonstrations (seed {ds.get('demo_seed')})"
+
+
 def run_task(task: str, args: Args) -> dict[str, Any]:
     """Train what is missing, evaluate every contender, compare them; the task's summary."""
     contenders = OBSTACLES if task == "obstacles" else PUSHT
@@ -180,6 +190,7 @@ def run_task(task: str, args: Args) -> dict[str, Any]:
                 "run": str(c.run),
                 "kind": c.kind,
                 "train_steps": meta["train"]["steps"],
+                "data": training_data(meta),
                 "kl_to_data": behaviour_kl(labels, data_probs, len(data_probs)),
                 **{k: result.get(k) for k in _KEYS},
             }
@@ -189,7 +200,25 @@ def run_task(task: str, args: Args) -> dict[str, Any]:
     for row, cmp_row in zip(rows, cmp["rows"]):
         row["letters"] = cmp_row["letters"]
         row["credible_95"] = cmp_row["credible_95"]
-    return {"data_behaviour_distribution": data_probs.tolist(), "rows": rows, "pairs": cmp["pairs"]}
+    return {
+        "notes": task_notes(task, rows),
+        "data_behaviour_distribution": data_probs.tolist(),
+        "rows": rows,
+        "pairs": cmp["pairs"],
+        "provenance": provenance(task),
+    }
+
+
+def task_notes(task: str, rows: list[dict[str, Any]]) -> str:
+    """The protocol of one task's part, in words computed from its rows (their runs and seeds)."""
+    seeds = sorted({tuple(r["seeds"]) for r in rows})
+    steps = sorted({r["train_steps"] for r in rows})
+    data = sorted({r["data"] for r in rows})
+    seed_text = ", ".join(f"{a}..{b}" for a, b in seeds)
+    return (
+        f"{task}: training data {'; '.join(data)}; training steps {', '.join(map(str, steps))} per policy; "
+        f"evaluation seeds {seed_text}."
+    )
 
 
 _KEYS = (
@@ -216,13 +245,14 @@ def main(args: Args) -> dict[str, Any]:
     for task in args.tasks:
         print(f"{task}:")
         summary["tasks"][task] = run_task(task, args)
-    summary["notes"] = [
-        f"Obstacle demos: {OBSTACLE_DEMOS} expert episodes (seed 0). Push-T: the 90 training episodes of the "
-        "DP protocol. Every policy is trained with the same budget (train_steps per row), batch 256, one thread.",
-        "Score-policy sampling on the obstacle task chosen on validation seeds 0..199; evaluation seeds "
-        f"{args.obstacle_seed}..{args.obstacle_seed + args.obstacle_episodes - 1} (obstacles) and "
-        f"{args.pusht_seed}..{args.pusht_seed + args.pusht_episodes - 1} (Push-T).",
-    ]
+    summary.pop("notes", None)  # older files: one typed-in text for all tasks; now each part has its own
+    summary["provenance"] = provenance(sorted(summary["tasks"]))
+    parts = {task: part.get("provenance") for task, part in summary["tasks"].items()}
+    summary["same_code"] = len(parts) < 2 or all(
+        same_code(next(iter(parts.values())), p) for p in list(parts.values())[1:]
+    )
+    if not summary["same_code"]:
+        print("note: the tasks' parts were made by different code; each part records its own provenance")
     atomic_write_json(args.out, summary)
     for task, res in summary["tasks"].items():
         print(f"\n{task}")

@@ -26,6 +26,7 @@ from scorepolicy import api
 from scorepolicy.envs.pusht import PUSHT_TASK, make_pusht_env
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.files import atomic_write_json
+from scorepolicy.provenance import provenance
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -128,6 +129,7 @@ def main(args: Args) -> dict[str, Any]:
         f"~{out['physics_only_seconds_estimate']} s for these steps); "
         f"best: {best['seconds']} s with n_envs {best['n_envs']} (target < {args.target_seconds} s)"
     )
+    out["provenance"] = provenance("pusht")
     atomic_write_json(args.out, out)
     return out
 

@@ -39,6 +39,7 @@ from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.models import MoDEConfig
 from scorepolicy.policies import ChunkPolicy, PolicyConfig, ScorePolicy
+from scorepolicy.provenance import provenance
 from scorepolicy.training import TrainConfig
 from scorepolicy.training.loop import to_torch, validation_loss
 
@@ -336,7 +337,7 @@ def saved(args: Args, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, 
     if path.exists():
         result: dict[str, Any] = read_json(path)
         return result
-    result = fn()
+    result = {**fn(), "provenance": provenance("metaworld-mt10")}
     atomic_write_json(path, result)
     return result
 
@@ -346,7 +347,7 @@ def main(args: Args) -> dict[str, Any]:
     if not args.data.exists():
         run_generate(Generate(simulator="metaworld", out=args.data, episodes=50))
     if args.level2_only:
-        race = level2_race(args)
+        race = {**level2_race(args), "provenance": provenance("metaworld-mt10")}
         atomic_write_json(args.level2_json, race)
         return race
     expert = dict(read_replay_zarr(args.data).attrs.get("expert", {}))
@@ -388,6 +389,10 @@ def main(args: Args) -> dict[str, Any]:
     res["latency"] = parameters_and_latency(args.mode_run, args.dense_run)
     reuse = not args.train and args.level2_json.exists()
     res["level2"] = read_json(args.level2_json) if reuse else level2_race(args)
+    res["provenance"] = provenance("metaworld-mt10")
+    res["parts_provenance"] = {
+        name: part.get("provenance") for name, part in done.items()
+    }  # parts are reused
     atomic_write_json(args.out, res)
     plot(res, args.out.with_suffix(".png"))
     print_tables(res)

@@ -23,9 +23,11 @@ import numpy as np
 import tyro
 
 from scorepolicy import api
+from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation import EvalConfig
-from scorepolicy.files import atomic_write_json, to_dict
+from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.policies import ChunkPolicy, PolicyConfig, ScorePolicy
+from scorepolicy.provenance import provenance
 from scorepolicy.training import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -94,7 +96,15 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
     """One NFE: rollouts over the evaluation seeds, with a 95% interval on the mean score."""
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
     result = api.evaluate_run(run, cfg, nfe=nfe)
-    keys = ("success_rate", "success_ci", "mean_score", "mean_max_coverage", "mean_length", "n_errors")
+    keys = (
+        "success_rate",
+        "success_ci",
+        "mean_score",
+        "mean_max_coverage",
+        "mean_length",
+        "n_errors",
+        "seeds",
+    )
     scores = np.array([e["score"] for e in result["episodes"] if "score" in e])
     half = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
     score_ci = [float(scores.mean() - half), float(scores.mean() + half)]
@@ -102,6 +112,7 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
         "nfe": nfe,
         **{k: result.get(k) for k in keys},
         "score_ci": score_ci,
+        "max_steps": cfg.max_steps or get_task("pusht").max_steps,
     }
 
 
@@ -157,12 +168,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def protocol(args: Args) -> str:
-    """What was trained on and evaluated, in words."""
-    n = args.max_train_episodes
-    data = "90 train episodes (DP low-dim protocol)" if n == 90 else f"{n or 'all 202'} train episodes"
-    last = args.seed + args.episodes - 1
-    return f"Push-T state: {data} of the seed-42 split, env seeds {args.seed}..{last}, 300 steps"
+def protocol(run: Path, rows: list[dict[str, Any]]) -> str:
+    """What was trained on and evaluated, in words computed from the run's train_config.json (its data and
+    split) and the evaluated seeds, never from this script's defaults."""
+    from scorepolicy.data.windows import split_episodes
+    from scorepolicy.data.zarr_replay import read_replay_zarr
+
+    meta = read_json(run / "train_config.json")
+    split = meta.get("dataset", {})
+    n_total = read_replay_zarr(Path(meta["data"])).n_episodes
+    cap = split.get("max_train_episodes")
+    train_idx, _ = split_episodes(n_total, split["val_fraction"], split["split_seed"], cap)
+    which = " (DP low-dim protocol)" if cap == 90 else ""
+    data = f"{len(train_idx)} of {n_total} episodes as training episodes{which}"
+    first, last = rows[0]["seeds"]
+    steps = rows[0]["max_steps"]
+    return f"Push-T state: {data}, seed-{split['split_seed']} split; env seeds {first}..{last}, {steps} steps"
 
 
 def main(args: Args) -> None:
@@ -191,7 +212,7 @@ def main(args: Args) -> None:
     tf = transformer_latency(policy.cfg, policy.cfg.diffusion.nfe)
     print(f"transformer denoiser latency at NFE {tf['nfe']}: {tf['ms_per_chunk']:.3f} ms per chunk")
     result = {
-        "protocol": protocol(args),
+        "protocol": protocol(args.run, rows),
         "train_minutes": minutes,
         "policy": to_dict(policy.cfg),
         "train": to_dict(args.training),
@@ -200,6 +221,7 @@ def main(args: Args) -> None:
         "nfe_sweep": rows,
         "snapshots_at_default_nfe": snapshots,
         "transformer_latency": tf,
+        "provenance": provenance("pusht"),
     }
     atomic_write_json(args.out, result)
     plot(rows, args.out.with_suffix(".png"))

@@ -258,3 +258,25 @@ def test_bad_command_fields_are_one_line_errors_before_any_work(
 ) -> None:
     args = [str(tmp_path / "missing-run") if a == "RUN" else a for a in args]
     _one_line_error(capsys, main(args), flag)
+
+
+def test_per_task_success_is_printed_for_multi_task_results(tmp_path: Path) -> None:
+    from scorepolicy.commands.compare import format_per_task, per_task_table
+
+    per_task = {
+        "reach-v3": {"success_rate": 0.9, "success_ci": [0.78, 0.96], "n": 50},
+        "push-v3": {"success_rate": 0.5, "success_ci": [0.37, 0.63], "n": 50},
+    }
+    text = format_per_task({"per_task": per_task})
+    assert "reach-v3" in text and "0.900" in text and "[0.370, 0.630]" in text and "50" in text
+    assert format_per_task({"success_rate": 0.5}) == ""
+    (tmp_path / "a.json").write_text(json.dumps({"per_task": per_task}))
+    (tmp_path / "b.json").write_text(
+        json.dumps({"per_task": {"push-v3": {**per_task["push-v3"], "success_rate": 0.7}}})
+    )
+    table = per_task_table([tmp_path / "a.json", tmp_path / "b.json"], ["mode", "dense"])
+    assert table.splitlines()[0] == "| task | mode | dense |"
+    assert (
+        "| push-v3 | 50.0% (37%-63%) | 70.0% (37%-63%) |" in table
+        and "| reach-v3 | 90.0% (78%-96%) | – |" in table
+    )

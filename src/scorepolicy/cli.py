@@ -12,7 +12,7 @@ import tyro
 
 from scorepolicy import api
 from scorepolicy.api.jobs import check_resume_flags, recipe_job, saved_job
-from scorepolicy.commands.compare import Compare, PlanSize, run_compare, run_plan
+from scorepolicy.commands.compare import Compare, PlanSize, format_per_task, run_compare, run_plan
 from scorepolicy.commands.data import DataCommand, run_data_command
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.diffusion.samplers import SamplerName
@@ -206,6 +206,8 @@ def do_eval(args: Eval) -> None:
             latency=args.latency,
         )
     print(format_result(result))
+    if result.get("per_task"):
+        print(format_per_task(result))
     if args.plot is not None:
         api.plot_rollouts(result, args.plot)
         print(f"rollout plot: {args.plot}")

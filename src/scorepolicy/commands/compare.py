@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tyro
 
@@ -11,7 +12,7 @@ from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.evaluation.report import compare_results, markdown_table
 from scorepolicy.evaluation.stats import ExactTest, plan_sample_size
-from scorepolicy.files import atomic_write_json
+from scorepolicy.files import atomic_write_json, read_json
 from scorepolicy.provenance import provenance
 
 
@@ -76,6 +77,44 @@ class PlanSize:
             )
 
 
+def format_per_task(result: dict[str, Any]) -> str:
+    """Multi-task results: one line per task with its success, 95% Wilson interval and episodes ('' otherwise)."""
+    per_task = result.get("per_task") or {}
+    if not per_task:
+        return ""
+    width = max(len(name) for name in per_task)
+    lines = [f"{'task'.ljust(width)}  success  95% Wilson      episodes"]
+    for name, row in per_task.items():
+        lo, hi = row["success_ci"]
+        lines.append(f"{name.ljust(width)}  {row['success_rate']:7.3f}  [{lo:.3f}, {hi:.3f}]  {row['n']:8d}")
+    return "\n".join(lines)
+
+
+def per_task_table(results: list[Path], names: list[str] | None) -> str:
+    """Success per task (rows) and result (columns) for multi-task results ('' when none has tasks)."""
+    tables = {}
+    for i, path in enumerate(results):
+        per_task = read_json(path).get("per_task") or {}
+        if per_task:
+            tables[names[i] if names else path.stem] = per_task
+    if not tables:
+        return ""
+    tasks = sorted({t for table in tables.values() for t in table})
+    head = "| task | " + " | ".join(tables) + " |"
+    lines = [head, "|---" * (len(tables) + 1) + "|"]
+    for task in tasks:
+        cells = []
+        for table in tables.values():
+            row = table.get(task)
+            cells.append(
+                "–"
+                if row is None
+                else "{:.1%} ({:.0%}-{:.0%})".format(row["success_rate"], *row["success_ci"])
+            )
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_compare(args: Compare) -> str:
     """Run the comparison; return the text to print (the Markdown tables and where the report is)."""
     check_output_file(args.json, "--json", overwrite=args.overwrite, inputs=args.results)
@@ -86,6 +125,9 @@ def run_compare(args: Compare) -> str:
     text = []
     for cmp in summary["comparisons"]:
         text += [f"task {cmp['task']}:", markdown_table(cmp), ""]
+    per_task = per_task_table(args.results, args.names)
+    if per_task:
+        text += ["success per task (95% Wilson):", per_task, ""]
     if "report" in summary:
         text.append(f"report: {summary['report']}")
     return "\n".join(text)
