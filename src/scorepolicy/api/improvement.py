@@ -82,6 +82,8 @@ class ImproveJob:
     """Denoiser calls per chunk of the base (default: the run's)."""
     sampler: Literal["euler", "heun", "ddim", "dpmpp_2m", "euler_ancestral"] | None = None
     """Base sampler override (DSRL needs a deterministic one: ddim, euler, heun or dpmpp_2m)."""
+    max_minutes: float | None = None
+    """Wall-clock budget of the training in minutes (besides --env-steps); None: no limit."""
     progress: bool = True
     """Show a progress bar of env steps."""
     dsrl: DSRLConfig = field(default_factory=DSRLConfig)
@@ -185,6 +187,7 @@ def improve(job: ImproveJob) -> dict[str, Any]:
         checkpoint_every=job.checkpoint_every,
         progress=job.progress,
         seed=job.seed,
+        max_minutes=job.max_minutes,
     )
     try:
         train_fn(ctx, cfg, resumed)

@@ -66,6 +66,15 @@ class RLContext:
     """Show a tqdm bar of env steps."""
     seed: int
     """RL seed (networks, exploration)."""
+    max_minutes: float | None = None
+    """Wall-clock budget of the training loop in minutes (stops like the env-step budget); None: none."""
+
+    def out_of_budget(self, env_steps: int, started: float) -> bool:
+        """Whether the env-step budget or the wall-clock budget (from `started`, time.monotonic()) is used up."""
+        import time
+
+        late = self.max_minutes is not None and time.monotonic() - started >= 60.0 * self.max_minutes
+        return env_steps >= self.env_steps or late
 
 
 TrainFn = Callable[[RLContext, Any, bool], Any]

@@ -11,6 +11,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,10 @@ def train_dsrl(ctx: RLContext, cfg: DSRLConfig, resume: bool) -> DSRLPolicy:
     callback = agent._init_callback(None)
     buffer = agent.replay_buffer
     assert buffer is not None
+    started = time.monotonic()
     bar = tqdm(total=ctx.env_steps, initial=env.env_steps, unit="step", disable=not ctx.progress, desc="dsrl")
     try:
-        while env.env_steps < ctx.env_steps:
+        while not ctx.out_of_budget(env.env_steps, started):
             _between_waves(ctx, agent, env, policy, progress, state_dir)
             before = env.env_steps
             freq: Any = agent.train_freq

@@ -1,0 +1,204 @@
+"""RL improvement benchmark (issue 12): a trained base vs its DSRL- (and residual-) improved versions.
+
+For each method: `api.improve` on the base run (curve points on validation seeds, env-step and
+wall-clock budgets), then every policy — the base and each improved one — on the same test episodes
+(Push-T: seeds 100000.., NFE 3): success with its Wilson 95% interval, mean score, behaviour entropy
+where the task has behaviours (does RL collapse the modes?), Barnard's exact test of each improved
+policy against the base, latency per chunk (batch 1, one thread, median of 200 calls) and the wall
+time of the improvement. Prints a table, writes benchmarks/results/improve.json and improve.png
+(`--name` changes the file stem, e.g. improve_obstacles).
+
+    python benchmarks/improve.py --base /work/runs/pusht --minutes 25
+    python benchmarks/improve.py --base runs/obstacles --task-name obstacles --name improve_obstacles
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from scorepolicy import api
+from scorepolicy.evaluation import EvalConfig
+from scorepolicy.evaluation.stats import barnard_pvalue
+from scorepolicy.files import atomic_write_json, to_dict
+from scorepolicy.rl.dsrl_config import DSRLConfig
+
+RESULTS = Path(__file__).parent / "results"
+REPORT_KEYS = (
+    "success_rate",
+    "success_ci",
+    "mean_score",
+    "behaviour_entropy",
+    "n_behaviours_seen",
+    "mean_length",
+)
+
+
+@dataclass
+class Args:
+    """Improvement benchmark options."""
+
+    base: Path = Path("/work/runs/pusht")
+    """Run directory of the trained base (read only: it is copied into each improved run)."""
+    methods: tuple[str, ...] = ("dsrl", "residual")
+    """Methods to run (a method not available in this version is reported as skipped)."""
+    work: Path = Path("runs/bench_improve")
+    """Where the improved runs are written (one sub-directory per method)."""
+    minutes: float = 25.0
+    """Wall-clock budget of each method's training."""
+    env_steps: int = 1_000_000
+    """Env-step budget of each method's training."""
+    eval_every: int = 20_000
+    """Env steps between curve points."""
+    eval_episodes: int = 50
+    """Episodes per curve point (validation seeds from --eval-seed)."""
+    eval_seed: int = 0
+    """First validation seed of the curve."""
+    n_envs: int = 8
+    """Training envs per wave."""
+    test_episodes: int = 100
+    """Final test episodes per policy."""
+    test_seed: int | None = None
+    """First test seed (default: the task's, 100000 for Push-T)."""
+    nfe: int = 3
+    """Denoiser calls per chunk of the base, in training and testing."""
+    reward: str | None = None
+    """Reward kind (default: the task's)."""
+    dsrl: DSRLConfig = field(default_factory=DSRLConfig)
+    """DSRL settings."""
+    resume: bool = False
+    """Resume interrupted improvement runs in --work."""
+    name: str = "improve"
+    """Stem of the result files in benchmarks/results."""
+
+
+def run_method(args: Args, method: str) -> dict[str, Any]:
+    """Improve the base with one method; returns its run dir, curve and wall time."""
+    out = args.work / method
+    job = api.ImproveJob(
+        run=args.base,
+        method=method,  # type: ignore[arg-type]
+        env_steps=args.env_steps,
+        out=out,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        eval_seed=args.eval_seed,
+        n_envs=args.n_envs,
+        reward=args.reward,  # type: ignore[arg-type]
+        nfe=args.nfe,
+        max_minutes=args.minutes,
+        progress=False,
+        dsrl=args.dsrl,
+    )
+    t0 = time.monotonic()
+    result = api.improve(job)
+    return {"run": str(out), "curve": result["curve"], "wall_minutes": (time.monotonic() - t0) / 60}
+
+
+def test_policy(args: Args, run: Path) -> dict[str, Any]:
+    """The test episodes and latency of one run."""
+    cfg = EvalConfig(episodes=args.test_episodes, seed=args.test_seed, n_envs=50, progress=False)
+    result = api.evaluate_run(run, cfg, nfe=args.nfe)
+    latency = api.measure_latency(api.load_policy(run, nfe=args.nfe), batch=1, threads=1, repeats=200)
+    row = {k: result[k] for k in REPORT_KEYS if k in result}
+    successes = sum(int(e.get("success", 0)) for e in result["episodes"])
+    return {
+        **row,
+        "successes": successes,
+        "n_episodes": result["n_episodes"],
+        "latency_ms": latency["ms_per_chunk"],
+    }
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Run the benchmark; returns (and writes) the result dict."""
+    methods: dict[str, Any] = {}
+    for method in args.methods:
+        try:
+            methods[method] = run_method(args, method)
+        except Exception as e:  # a method missing from this version, or failing: reported, not fatal
+            methods[method] = {"skipped": f"{type(e).__name__}: {e}"}
+            print(f"{method}: skipped ({e})")
+    tests = {"base": test_policy(args, args.base)}
+    for method, info in methods.items():
+        if "run" in info:
+            tests[method] = test_policy(args, Path(info["run"]))
+    base = tests["base"]
+    for name, row in tests.items():
+        if name != "base":
+            row["barnard_p_vs_base"] = barnard_pvalue(
+                row["successes"], row["n_episodes"], base["successes"], base["n_episodes"]
+            )
+    summary = {
+        "base": str(args.base),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
+        "dsrl": to_dict(args.dsrl),
+        "methods": methods,
+        "test": tests,
+        "protocol": (
+            f"curve: {args.eval_episodes} validation episodes from seed {args.eval_seed} every {args.eval_every} env steps; "
+            f"test: {args.test_episodes} episodes from seed {args.test_seed or 'the task default'} at NFE {args.nfe}; "
+            f"budgets per method: {args.env_steps} env steps, {args.minutes} min"
+        ),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(RESULTS / f"{args.name}.json", summary)
+    plot(summary, RESULTS / f"{args.name}.png")
+    print(table(tests, methods))
+    return summary
+
+
+def table(tests: dict[str, Any], methods: dict[str, Any]) -> str:
+    """The result table as text."""
+    lines = [
+        f"{'policy':10} {'success':>8} {'95% CI':>15} {'score':>7} {'p vs base':>10} {'ms/chunk':>9} {'minutes':>8}"
+    ]
+    for name, row in tests.items():
+        lo, hi = row["success_ci"]
+        score = f"{row['mean_score']:.3f}" if "mean_score" in row else "-"
+        p = f"{row['barnard_p_vs_base']:.3g}" if "barnard_p_vs_base" in row else "-"
+        minutes = f"{methods[name]['wall_minutes']:.1f}" if name in methods else "-"
+        lines.append(
+            f"{name:10} {row['success_rate']:8.3f} {f'[{lo:.2f}, {hi:.2f}]':>15} {score:>7} {p:>10} {row['latency_ms']:9.3f} {minutes:>8}"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Curves: success (Wilson band) and mean score against env steps, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, info in summary["methods"].items():
+        rows = info.get("curve") or []
+        if not rows:
+            continue
+        x = [int(r["env_step"]) for r in rows]
+        ax1.plot(x, [float(r["success_rate"]) for r in rows], marker="o", label=method)
+        ax1.fill_between(
+            x, [float(r["success_lo"]) for r in rows], [float(r["success_hi"]) for r in rows], alpha=0.2
+        )
+        if rows[0].get("mean_score"):
+            ax2.plot(x, [float(r["mean_score"]) for r in rows], marker="o", label=method)
+    ax1.set(xlabel="env steps", ylabel="success (validation seeds, 95% Wilson)", ylim=(0, 1))
+    ax2.set(xlabel="env steps", ylabel="mean score (validation seeds)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"RL improvement of {summary['base']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
