@@ -4,7 +4,7 @@ For each method: `api.improve` on the base run (curve points on validation seeds
 wall-clock budgets), then every policy — the base and each improved one — on the same test episodes
 (Push-T: seeds 100000.., NFE 3): success with its Wilson 95% interval, mean score, behaviour entropy
 where the task has behaviours (does RL collapse the modes?), Barnard's exact test of each improved
-policy against the base, latency per chunk (batch 1, one thread, median of 200 calls) and the wall
+policy against the base, latency per chunk (batch 1, one thread, median over 200 chunks of the select_action calls of one chunk) and the wall
 time of the improvement. Prints a table, writes benchmarks/results/improve.json and improve.png
 (`--name` changes the file stem, e.g. improve_obstacles).
 
@@ -14,19 +14,24 @@ time of the improvement. Prints a table, writes benchmarks/results/improve.json 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import tyro
 
 from scorepolicy import api
+from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation import EvalConfig
 from scorepolicy.evaluation.stats import barnard_pvalue
 from scorepolicy.files import atomic_write_json, to_dict
 from scorepolicy.rl.dsrl_config import DSRLConfig
+from scorepolicy.rl.residual import ResidualConfig
 
 RESULTS = Path(__file__).parent / "results"
 REPORT_KEYS = (
@@ -71,8 +76,14 @@ class Args:
     """Reward kind (default: the task's)."""
     dsrl: DSRLConfig = field(default_factory=DSRLConfig)
     """DSRL settings."""
+    residual: ResidualConfig = field(default_factory=ResidualConfig)
+    """Residual RL settings."""
+    residual_env_steps: int | None = None
+    """Env-step budget of the residual method (default: --env-steps)."""
     resume: bool = False
     """Resume interrupted improvement runs in --work."""
+    train: bool = True
+    """Improve first (False: test the improved runs already in --work, with their curve.csv)."""
     name: str = "improve"
     """Stem of the result files in benchmarks/results."""
 
@@ -80,10 +91,16 @@ class Args:
 def run_method(args: Args, method: str) -> dict[str, Any]:
     """Improve the base with one method; returns its run dir, curve and wall time."""
     out = args.work / method
+    if not args.train:
+        if not (out / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{out}: no improved run")
+        with open(out / "curve.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {"run": str(out), "curve": rows, "wall_minutes": float(rows[-1]["wall_time_s"]) / 60}
     job = api.ImproveJob(
         run=args.base,
         method=method,  # type: ignore[arg-type]
-        env_steps=args.env_steps,
+        env_steps=(args.residual_env_steps or args.env_steps) if method == "residual" else args.env_steps,
         out=out,
         resume=args.resume,
         eval_every=args.eval_every,
@@ -95,6 +112,7 @@ def run_method(args: Args, method: str) -> dict[str, Any]:
         max_minutes=args.minutes,
         progress=False,
         dsrl=args.dsrl,
+        residual=args.residual,
     )
     t0 = time.monotonic()
     result = api.improve(job)
@@ -105,15 +123,34 @@ def test_policy(args: Args, run: Path) -> dict[str, Any]:
     """The test episodes and latency of one run."""
     cfg = EvalConfig(episodes=args.test_episodes, seed=args.test_seed, n_envs=50, progress=False)
     result = api.evaluate_run(run, cfg, nfe=args.nfe)
-    latency = api.measure_latency(api.load_policy(run, nfe=args.nfe), batch=1, threads=1, repeats=200)
     row = {k: result[k] for k in REPORT_KEYS if k in result}
     successes = sum(int(e.get("success", 0)) for e in result["episodes"])
     return {
         **row,
         "successes": successes,
         "n_episodes": result["n_episodes"],
-        "latency_ms": latency["ms_per_chunk"],
     }
+
+
+def chunk_latencies(runs: dict[str, Path], nfe: int, repeats: int = 200) -> dict[str, float]:
+    """Median ms per chunk of each run at batch 1 on one thread: the n_action_steps `select_action` calls
+    of one chunk (the base's chunk plus whatever the improved policy adds per chunk or per step), on a
+    real first observation of the task. The policies are timed in turns (one chunk each per round), so
+    that a changing machine load affects them alike."""
+    torch.set_num_threads(1)
+    policies = {name: api.load_policy(run, nfe=nfe) for name, run in runs.items()}
+    obs, _ = get_task(api.run_task_name(next(iter(runs.values())))).make_env(None).reset(seed=0)
+    obs = np.asarray(obs, dtype=np.float32)[None]
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    for i in range(repeats + 20):
+        for name, policy in policies.items():
+            policy.reset(seed=i)
+            t0 = time.perf_counter()
+            for _ in range(policy.cfg.n_action_steps):
+                policy.select_action(obs)
+            if i >= 20:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main(args: Args) -> dict[str, Any]:
@@ -129,6 +166,9 @@ def main(args: Args) -> dict[str, Any]:
     for method, info in methods.items():
         if "run" in info:
             tests[method] = test_policy(args, Path(info["run"]))
+    runs = {"base": args.base, **{m: Path(info["run"]) for m, info in methods.items() if "run" in info}}
+    for name, ms in chunk_latencies(runs, args.nfe).items():
+        tests[name]["latency_ms"] = ms
     base = tests["base"]
     for name, row in tests.items():
         if name != "base":
@@ -139,6 +179,7 @@ def main(args: Args) -> dict[str, Any]:
         "base": str(args.base),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
         "dsrl": to_dict(args.dsrl),
+        "residual": to_dict(args.residual),
         "methods": methods,
         "test": tests,
         "protocol": (
@@ -155,17 +196,18 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def table(tests: dict[str, Any], methods: dict[str, Any]) -> str:
-    """The result table as text."""
-    lines = [
-        f"{'policy':10} {'success':>8} {'95% CI':>15} {'score':>7} {'p vs base':>10} {'ms/chunk':>9} {'minutes':>8}"
-    ]
+    """The result table as text (behaviour entropy where the task has behaviours)."""
+    head = f"{'policy':10} {'success':>8} {'95% CI':>15} {'score':>7} {'entropy':>8} {'p vs base':>10} {'ms/chunk':>9} {'minutes':>8}"
+    lines = [head]
     for name, row in tests.items():
         lo, hi = row["success_ci"]
         score = f"{row['mean_score']:.3f}" if "mean_score" in row else "-"
+        entropy = f"{row['behaviour_entropy']:.3f}" if row.get("behaviour_entropy") is not None else "-"
         p = f"{row['barnard_p_vs_base']:.3g}" if "barnard_p_vs_base" in row else "-"
         minutes = f"{methods[name]['wall_minutes']:.1f}" if name in methods else "-"
+        ci = f"[{lo:.2f}, {hi:.2f}]"
         lines.append(
-            f"{name:10} {row['success_rate']:8.3f} {f'[{lo:.2f}, {hi:.2f}]':>15} {score:>7} {p:>10} {row['latency_ms']:9.3f} {minutes:>8}"
+            f"{name:10} {row['success_rate']:8.3f} {ci:>15} {score:>7} {entropy:>8} {p:>10} {row['latency_ms']:9.3f} {minutes:>8}"
         )
     return "\n".join(lines)
 

@@ -1,9 +1,10 @@
 """The DSRL agents on stable-baselines3's SAC: plain SAC in noise space, and DSRL-NA (noise aliasing).
 
 Both explore with their actor from the first step (no uniform warm-up: uniform noise is far from the
-base's), and the actor starts at μ = 0, log σ = 0, so its noise b·tanh(u), u ~ N(0, I), is close to the
-base's own N(0, I) noise before any update (METHODS.md: a freshly initialised actor starts far below
-the base).
+base's), and the actor starts at μ = 0, σ = 1/b, so its noise b·tanh(u), u ~ N(0, 1/b²), is close to
+the base's own N(0, I) noise before any update (METHODS.md: a freshly initialised actor starts far below
+the base). Measured on Push-T (15k-step snapshot, 50 validation episodes): base 32% / 0.785 score;
+b = 1.5 with σ = 1: 14% / 0.742; with σ = 1/b: 30% / 0.788.
 
 DSRL-NA (METHODS.md §1, variant B): the replay buffer holds the executed chunk a (normalised), not w.
   Q^A(s, a):  target r + γ(1 − d)[min_i Q̄^A_i(s', π_dp(s', w')) − α log π(w'|s')],  w' ~ π(·|s')
@@ -31,6 +32,7 @@ from torch import nn
 
 from scorepolicy.rl.dsrl_config import DSRLConfig
 from scorepolicy.rl.dsrl_env import NoiseVecEnv
+from scorepolicy.rl.dsrl_policy import start_at_base
 
 
 class DSRLAgent(SAC):
@@ -39,11 +41,7 @@ class DSRLAgent(SAC):
     def setup_dsrl(self, env: NoiseVecEnv, cfg: DSRLConfig) -> None:
         """Start the actor at the base's noise and, for 'na', add the action critic and chunk buffer."""
         self.dsrl, self.noise_env = cfg, env
-        with torch.no_grad():
-            for layer in (self.actor.mu, self.actor.log_std):
-                assert isinstance(layer, nn.Linear)
-                layer.weight.zero_()
-                layer.bias.zero_()
+        start_at_base(self.actor.mu, self.actor.log_std, cfg.noise_bound)
         if cfg.variant != "na":
             return
         obs_space, chunk_space = env.observation_space, env.chunk_space

@@ -8,6 +8,7 @@ one chunk costs the base's chunk plus one small MLP. Saved as an improved run: t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,21 @@ from scorepolicy.rl.dsrl_config import DSRLConfig
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's clamp of the actor's log std
 
 
+@torch.no_grad()
+def start_at_base(mu: Any, log_std: Any, bound: float) -> None:
+    """Output layers such that the noise b·tanh(u) starts ≈ N(0, I): μ = 0 and σ = 1/b for every input."""
+    assert isinstance(mu, nn.Linear) and isinstance(log_std, nn.Linear)
+    for layer in (mu, log_std):
+        layer.weight.zero_()
+        layer.bias.zero_()
+    log_std.bias.fill_(-math.log(bound))
+
+
 class NoiseActor(nn.Module):
     """Squashed-Gaussian actor with stable-baselines3's SAC layout (`latent_pi`, `mu`, `log_std`), so an
     SB3 actor's state_dict loads into it; outputs in [−1, 1] (times b is the noise)."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int, bound: float) -> None:
         super().__init__()
         mods: list[nn.Module] = []
         for i in range(layers):
@@ -42,6 +53,7 @@ class NoiseActor(nn.Module):
         self.latent_pi = nn.Sequential(*mods)
         self.mu = nn.Linear(hidden, out_dim)
         self.log_std = nn.Linear(hidden, out_dim)
+        start_at_base(self.mu, self.log_std, bound)
 
     def forward(self, feats: Tensor, eps: Tensor | None = None) -> Tensor:
         """tanh(μ) (eps None) or tanh(μ + σ·eps)."""
@@ -67,7 +79,9 @@ class DSRLPolicy(ScorePolicy):
     def __init__(self, cfg: PolicyConfig, dsrl: DSRLConfig, reward: str = "success") -> None:
         super().__init__(cfg)
         self.dsrl, self.reward = dsrl, reward
-        self.actor = NoiseActor(actor_input_dim(cfg), cfg.horizon * cfg.action_dim, dsrl.hidden, dsrl.layers)
+        self.actor = NoiseActor(
+            actor_input_dim(cfg), cfg.horizon * cfg.action_dim, dsrl.hidden, dsrl.layers, dsrl.noise_bound
+        )
 
     @classmethod
     def from_base(cls, base: ScorePolicy, dsrl: DSRLConfig, reward: str = "success") -> DSRLPolicy:
