@@ -280,3 +280,24 @@ def test_per_task_success_is_printed_for_multi_task_results(tmp_path: Path) -> N
         "| push-v3 | 50.0% (37%-63%) | 70.0% (37%-63%) |" in table
         and "| reach-v3 | 90.0% (78%-96%) | – |" in table
     )
+
+
+def test_demo_runs_end_to_end_and_records_how(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    threads_before = torch.get_num_threads()
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--n-demos", "6", "--steps", "20", "--episodes", "4", "--nfe", "2"]
+    assert main(args) == 0
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["episodes"] == 4 and summary["steps"] == 20 and summary["threads"] == 1
+    assert summary["sampler"] == "euler_ancestral" and summary["nfe"] == 2
+    assert 0 <= summary["success_rate"] <= 1 and summary["train_steps_per_s"] > 0
+    assert summary["provenance"]["versions"]["torch"] and (out / "rollouts.png").is_file()
+    assert torch.get_num_threads() == threads_before  # the demo's one thread does not leak
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a demo")
+    capsys.readouterr()
+    _one_line_error(capsys, main(["demo", "--out", str(other), "--steps", "1"]), "not a demo run")
+    assert (other / "notes.txt").read_text() == "not a demo"

@@ -26,7 +26,7 @@ class DemoConfig:
     n_demos: int = 1000
     """Expert demonstrations to generate (a few seconds for 1,000)."""
     steps: int = 4000
-    """Gradient steps."""
+    """Gradient steps (about 3 minutes of one core: 22-23 steps per CPU-second measured)."""
     batch_size: int = 256
     """Windows per gradient step."""
     lr: float = 1e-3
