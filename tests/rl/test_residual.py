@@ -3,6 +3,7 @@ task, save/load and exact resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,5 @@ def test_improve_residual_writes_a_run_that_eval_loads(
     assert evaluate(policy, reach_task, cfg)["success_rate"] == float(result["curve"][-1]["success_rate"])
     state = json.loads((tmp_path / "res" / "rl_state" / "state.json").read_text())
     assert state["progress"]["env_steps"] == 160
+    resumed = api.improve(dataclasses.replace(job, env_steps=240, resume=True))
+    assert [int(r["env_step"]) for r in resumed["curve"]] == [0, 80, 160, 240]

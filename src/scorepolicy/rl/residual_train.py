@@ -54,6 +54,8 @@ def train_residual(ctx: RLContext, cfg: ResidualConfig, resume: bool) -> Residua
     _, callback = model._setup_learn(ctx.env_steps, None, reset_num_timesteps=not resume)
     bar = tqdm(total=ctx.env_steps, initial=model.num_timesteps, disable=not ctx.progress, unit="step")
     assert model.replay_buffer is not None
+    if resume and env.steps_done % eval_waves == 0:  # the driver drops the point taken at the checkpoint
+        ctx.evaluate(improved_from_agent(policy, model), model.num_timesteps)
     try:
         while model.num_timesteps < ctx.env_steps:
             model.collect_rollouts(
