@@ -51,15 +51,6 @@ def check_base_config(cfg: PolicyConfig, where: str) -> None:
     cfg.validate(f"{where}: ")
     if cfg.obs_dim - cfg.goal.obs_width < 1 or cfg.action_dim < 1:
         raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
-    if not 1 <= cfg.n_action_steps <= cfg.horizon:
-        raise ScorePolicyError(f"{where}: n_action_steps must be in 1..horizon ({cfg.horizon})")
-    if not 0.0 <= cfg.goal.dropout < 1.0:
-        raise ScorePolicyError(f"{where}: goal.dropout must be in [0, 1)")
-    m = cfg.mode
-    if cfg.denoiser == "mode" and not 1 <= m.top_k <= m.n_experts:
-        raise ScorePolicyError(f"{where}: mode.top_k must be in 1..mode.n_experts ({m.n_experts})")
-    if cfg.denoiser == "mode" and (m.action_group < 1 or cfg.horizon % m.action_group):
-        raise ScorePolicyError(f"{where}: mode.action_group must divide the horizon ({cfg.horizon})")
 
 
 class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
