@@ -149,7 +149,8 @@ def load_checkpoint(path: Path, agent: DSRLAgent, env: NoiseVecEnv) -> dict[str,
 def sync_actor(policy: DSRLPolicy, agent: DSRLAgent) -> DSRLPolicy:
     """Copy the agent's actor into the improved policy (same layout, see NoiseActor)."""
     state = {k: v for k, v in agent.actor.state_dict().items() if not k.startswith("features_extractor")}
-    policy.actor.load_state_dict(state)
+    policy.set_actor(state)
+    policy.optimize_for_inference()
     return policy
 
 

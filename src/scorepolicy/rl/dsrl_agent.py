@@ -42,6 +42,8 @@ class DSRLAgent(SAC):
         """Start the actor at the base's noise and, for 'na', add the action critic and chunk buffer."""
         self.dsrl, self.noise_env = cfg, env
         start_at_base(self.actor.mu, self.actor.log_std, cfg.noise_bound)
+        for group in self.actor.optimizer.param_groups:
+            group["lr"] = cfg.lr if cfg.actor_lr is None else cfg.actor_lr
         if cfg.variant != "na":
             return
         obs_space, chunk_space = env.observation_space, env.chunk_space
@@ -64,6 +66,9 @@ class DSRLAgent(SAC):
         )
         self.qa_target = deepcopy(self.qa).requires_grad_(False)
         self.qa_optimizer = torch.optim.Adam(self.qa.parameters(), lr=cfg.lr)
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        """Learning rates are constant and set per network at setup (SB3 would reset them to one value)."""
 
     # ---------------------------------------------------------------- acting
     def _sample_action(
@@ -107,7 +112,7 @@ class DSRLAgent(SAC):
             self._na_step(batch_size)
             for _ in range(self.dsrl.distill_steps):
                 self._distill_step(batch_size)
-        self._n_updates += gradient_steps
+            self._n_updates += 1
 
     def _alpha(self, log_prob: torch.Tensor) -> torch.Tensor:
         """Current α (detached) after one temperature step towards the target entropy."""
@@ -123,7 +128,8 @@ class DSRLAgent(SAC):
         data = self.replay_buffer.sample(batch_size)  # type: ignore[union-attr]
         w_pi, log_prob = self.actor.action_log_prob(data.observations)
         log_prob = log_prob.reshape(-1, 1)
-        alpha = self._alpha(log_prob)
+        warm = self._n_updates < self.dsrl.critic_warmup
+        alpha = torch.exp(self.log_ent_coef.detach()) if warm else self._alpha(log_prob)  # type: ignore[union-attr]
         with torch.no_grad():
             w_next, log_next = self.actor.action_log_prob(data.next_observations)
             a_next = self.decode(data.next_observations, w_next)
@@ -136,11 +142,12 @@ class DSRLAgent(SAC):
         self.qa_optimizer.zero_grad()
         qa_loss.backward()  # type: ignore[union-attr]
         self.qa_optimizer.step()
-        q_pi = torch.cat(self.critic(data.observations, w_pi), dim=1).min(dim=1, keepdim=True)[0]
-        actor_loss = (alpha * log_prob - q_pi).mean()
-        self.actor.optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor.optimizer.step()
+        if not warm:
+            q_pi = torch.cat(self.critic(data.observations, w_pi), dim=1).min(dim=1, keepdim=True)[0]
+            actor_loss = (alpha * log_prob - q_pi).mean()
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
         polyak_update(self.qa.parameters(), self.qa_target.parameters(), self.tau)
         self.logger.record("train/qa_loss", float(qa_loss.detach()))  # type: ignore[union-attr]
         self.logger.record("train/ent_coef", float(alpha))

@@ -21,6 +21,10 @@ class DSRLConfig:
     """Hidden layers of the actor and critic MLPs."""
     lr: float = 3e-4
     """Learning rate of every network (and of the entropy temperature)."""
+    actor_lr: float | None = None
+    """Learning rate of the actor (None: lr); smaller keeps the noise policy near the base for longer."""
+    critic_warmup: int = 0
+    """'na': gradient steps that train the critics only before the actor and α first move."""
     batch_size: int = 256
     """Replay batch per gradient step."""
     buffer_size: int = 200_000

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_save_tensors, atomic_write_json, from_dict, load_tensors, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
-from scorepolicy.policies.base import FORMAT, FORMAT_VERSION, Goal
+from scorepolicy.policies.base import FORMAT, FORMAT_VERSION, Goal, frozen_trace
 from scorepolicy.rl.common import (
     BASE_DIR,
     load_verified_base,
@@ -55,12 +55,10 @@ class NoiseActor(nn.Module):
         self.log_std = nn.Linear(hidden, out_dim)
         start_at_base(self.mu, self.log_std, bound)
 
-    def forward(self, feats: Tensor, eps: Tensor | None = None) -> Tensor:
-        """tanh(μ) (eps None) or tanh(μ + σ·eps)."""
+    def forward(self, feats: Tensor, eps: Tensor) -> Tensor:
+        """tanh(μ + σ·eps) (eps = 0: the mean, tanh(μ))."""
         h = self.latent_pi(feats)
         mu = self.mu(h)
-        if eps is None:
-            return torch.tanh(mu)
         std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
         return torch.tanh(mu + std * eps)
 
@@ -82,6 +80,7 @@ class DSRLPolicy(ScorePolicy):
         self.actor = NoiseActor(
             actor_input_dim(cfg), cfg.horizon * cfg.action_dim, dsrl.hidden, dsrl.layers, dsrl.noise_bound
         )
+        self._fast_actor: list[Any] = []  # a frozen TorchScript copy of the actor, while optimised
 
     @classmethod
     def from_base(cls, base: ScorePolicy, dsrl: DSRLConfig, reward: str = "success") -> DSRLPolicy:
@@ -92,6 +91,26 @@ class DSRLPolicy(ScorePolicy):
         policy.load_state_dict(base.state_dict(), strict=False)
         return policy.eval()
 
+    def optimize_for_inference(self) -> DSRLPolicy:
+        """The base's fast inference, plus the actor as one frozen TorchScript graph (less per-op overhead
+        at batch 1); `set_actor`, `train()` and `load_state_dict` drop it."""
+        super().optimize_for_inference()
+        n_in, n_out = actor_input_dim(self.cfg), self.cfg.horizon * self.cfg.action_dim
+        with torch.no_grad():
+            example = (torch.zeros(2, n_in), torch.zeros(2, n_out))
+            fast = frozen_trace(self.actor, example, "actor graph", "eager actor")
+        self._fast_actor[:] = [fast] if fast is not None else []
+        return self
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._fast_actor.clear()
+
+    def set_actor(self, state: dict[str, Tensor]) -> None:
+        """Load actor weights (dropping the frozen actor graph, rebuilt by `optimize_for_inference`)."""
+        self.actor.load_state_dict(state)
+        self._fast_actor.clear()
+
     def features(self, obs: Tensor) -> Tensor:
         """Actor input for raw observation histories (B, T_o, obs_dim)."""
         width, state_dim = self.cfg.goal.obs_width, self.cfg.obs_dim - self.cfg.goal.obs_width
@@ -101,8 +120,10 @@ class DSRLPolicy(ScorePolicy):
     def actor_noise(self, obs: Tensor) -> Tensor:
         """The initial noise (B, H, d_a) the actor chooses for raw observation histories."""
         b = obs.shape[0]
-        eps = self.initial_noise(b).reshape(b, -1) if self.dsrl.eval_noise == "sample" else None
-        w = self.dsrl.noise_bound * self.actor(self.features(obs.float()), eps)
+        n = self.cfg.horizon * self.cfg.action_dim
+        eps = self.initial_noise(b).reshape(b, n) if self.dsrl.eval_noise == "sample" else torch.zeros(b, n)
+        actor = self._fast_actor[0] if self._fast_actor else self.actor
+        w = self.dsrl.noise_bound * actor(self.features(obs.float()), eps)
         return w.reshape(b, self.cfg.horizon, self.cfg.action_dim)
 
     @torch.inference_mode()
@@ -156,5 +177,5 @@ class DSRLPolicy(ScorePolicy):
             raise ScorePolicyError(
                 f"{directory}/model.safetensors: the actor's tensors do not match config.json's method settings"
             )
-        policy.actor.load_state_dict(tensors)
+        policy.set_actor(tensors)
         return policy.eval()
