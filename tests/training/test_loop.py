@@ -71,12 +71,42 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> 
     assert steps == [2, 4, 5, 6, 8, 10, 12]
 
 
-def test_warmup_steps_do_not_change_the_interrupted_schedule(tmp_path: Path) -> None:
+def test_schedule_shape_warmup_then_cosine() -> None:
     cfg = _cfg(12)
     assert lr_factor(0, cfg) == pytest.approx(1 / 3)
     assert lr_factor(2, cfg) == pytest.approx(1.0)
     assert lr_factor(12, cfg) == pytest.approx(0.0, abs=1e-9)
     assert lr_factor(7, cfg) < lr_factor(4, cfg)
+
+
+def test_run_interrupted_in_warmup_resumes_on_the_same_schedule(tmp_path: Path) -> None:
+    """A run that crashes during warm-up (after its step-2 checkpoint) logs, once resumed, the same
+    learning rate at every step as the uninterrupted run: the schedule restarts at the checkpoint's step."""
+    data = toy_windows()
+    cfg = _cfg(10, warmup_steps=6, checkpoint_every=2, log_every=1)
+    train(tiny_policy(data=data), data, cfg, tmp_path / "full")
+    part = tiny_policy(data=data)
+    original, calls = part.compute_loss, [0]
+
+    def crashing(*args: object, **kw: object) -> tuple[torch.Tensor, dict[str, float]]:
+        calls[0] += 1
+        if calls[0] == 4:
+            raise RuntimeError("simulated crash")
+        return original(*args, **kw)  # type: ignore[arg-type]
+
+    part.compute_loss = crashing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(part, data, cfg, tmp_path / "part")
+    train(tiny_policy(data=data), data, cfg, tmp_path / "part", resume=True)
+
+    def logged_lr(run: Path) -> list[tuple[int, float]]:
+        rows = csv.DictReader((run / "metrics.csv").open())
+        return [(int(r["step"]), float(r["lr"])) for r in rows]
+
+    full, resumed = logged_lr(tmp_path / "full"), logged_lr(tmp_path / "part")
+    assert [s for s, _ in full] == list(range(1, 11))
+    assert resumed == full
+    assert full[0][1] < full[4][1]  # still warming up at the crash
 
 
 def test_run_directory_contents_and_logs(tmp_path: Path) -> None:
