@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -182,13 +183,23 @@ def improve(job: ImproveJob) -> dict[str, Any]:
         n_envs=job.n_envs,
         train_seed=job.train_seed,
         reward=reward,
-        evaluate=lambda policy, step: curve.point(policy, step),
+        evaluate=curve.point,
         eval_every=job.eval_every,
         checkpoint_every=job.checkpoint_every,
         progress=job.progress,
         seed=job.seed,
         max_minutes=job.max_minutes,
     )
+    started = time.monotonic()
+
+    def evaluate(policy: Any, step: int) -> dict[str, Any]:
+        # a method that only watches ctx.env_steps still stops at the first curve point past the time
+        result = curve.point(policy, step)
+        if ctx.out_of_budget(step, started):
+            ctx.env_steps = min(ctx.env_steps, step)
+        return result
+
+    ctx.evaluate = evaluate
     try:
         train_fn(ctx, cfg, resumed)
     finally:
