@@ -18,7 +18,16 @@ from scorepolicy.rl.dsrl_config import DSRLConfig
 from scorepolicy.rl.dsrl_env import NoiseVecEnv
 from scorepolicy.rl.dsrl_policy import DSRLPolicy
 
-SMALL = {"hidden": 64, "layers": 2, "learning_starts": 64, "batch_size": 64, "utd": 0.5, "lr": 1e-3}
+SMALL = {
+    "hidden": 64,
+    "layers": 2,
+    "learning_starts": 64,
+    "batch_size": 64,
+    "utd": 0.5,
+    "lr": 1e-3,
+    "actor_lr": 1e-3,
+    "critic_warmup": 0,
+}
 """Networks and rates small enough for a test (seconds on one thread)."""
 
 
