@@ -60,6 +60,8 @@ def test_improve_writes_an_evaluable_run_whose_first_point_is_the_base(
     assert meta["kind"] == "dsrl" and meta["reward"] == "success" and meta["method"]["variant"] == "na"
     for name in ("base/model.safetensors", "base/config.json", "model.safetensors", "improve_config.json"):
         assert (out / name).is_file(), name
+    record = json.loads((out / "improve_config.json").read_text())
+    assert record["provenance"]["versions"]["torch"] == torch.__version__ and record["method"] == "dsrl"
     policy = ChunkPolicy.from_pretrained(out)
     assert isinstance(policy, DSRLPolicy)
     assert set(policy.actor.state_dict()) == set(_tensors(out / "model.safetensors"))

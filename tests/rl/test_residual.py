@@ -291,6 +291,8 @@ def test_improve_residual_writes_a_run_that_eval_loads(
     assert meta["kind"] == "residual" and meta["method"]["actor_hidden"] == [32]
     policy = api.load_policy(tmp_path / "res", nfe=3)  # what `scorepolicy eval` / `latency` load
     assert isinstance(policy, ResidualPolicy) and policy.base.cfg.diffusion.nfe == 3
+    timed = api.measure_latency(policy.optimize_for_inference(), repeats=5)  # `scorepolicy latency RUN`
+    assert timed["ms_per_chunk"] > 0 and timed["nfe"] == 3
     cfg = EvalConfig(episodes=20, seed=0, n_envs=20, progress=False)
     assert evaluate(policy, reach_task, cfg)["success_rate"] == float(result["curve"][-1]["success_rate"])
     state = json.loads((tmp_path / "res" / "rl_state" / "state.json").read_text())

@@ -24,6 +24,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.score_policy import DETERMINISTIC_SAMPLERS
+from scorepolicy.provenance import provenance
 from scorepolicy.rl.common import (
     STATE_DIR,
     RLContext,
@@ -215,7 +216,13 @@ def _start_run(job: ImproveJob, base: ChunkPolicy, cfg: Any, reward: str) -> Non
         sha = copy_base(job.run, job.out)
         write_improved_config(job.out, job.method, to_dict(cfg), reward, base, sha)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
-        atomic_write_json(job.out / "improve_config.json", {**settings, "reward": reward, "base_sha256": sha})
+        record = {
+            **settings,
+            "reward": reward,
+            "base_sha256": sha,
+            "provenance": provenance(run_task_name(job.run)),
+        }
+        atomic_write_json(job.out / "improve_config.json", record)
     except BaseException:
         shutil.rmtree(job.out, ignore_errors=True)
         raise

@@ -178,6 +178,16 @@ class ResidualPolicy(nn.Module):
         """The base's policy config (observation/action sizes, sampler, NFE: inference options apply to it)."""
         return self.base.cfg
 
+    @property
+    def obs_min(self) -> Tensor:
+        """The base's observation normalisation minimum (what latency and evaluation read)."""
+        return self.base.obs_min
+
+    @property
+    def obs_max(self) -> Tensor:
+        """The base's observation normalisation maximum."""
+        return self.base.obs_max
+
     def optimize_for_inference(self) -> ResidualPolicy:
         """Freeze for fast inference: the base's whole-chunk graph, and one frozen TorchScript graph for
         the residual step (features, actor, bounded correction); `set_actor` or `train()` undo the latter."""
