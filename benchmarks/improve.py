@@ -29,7 +29,8 @@ from scorepolicy import api
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation import EvalConfig
 from scorepolicy.evaluation.stats import barnard_pvalue
-from scorepolicy.files import atomic_write_json, to_dict
+from scorepolicy.files import atomic_write_json, read_json
+from scorepolicy.provenance import provenance
 from scorepolicy.rl.dsrl_config import DSRLConfig
 from scorepolicy.rl.residual import ResidualConfig
 
@@ -96,7 +97,12 @@ def run_method(args: Args, method: str) -> dict[str, Any]:
             raise FileNotFoundError(f"{out}: no improved run")
         with open(out / "curve.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        return {"run": str(out), "curve": rows, "wall_minutes": float(rows[-1]["wall_time_s"]) / 60}
+        return {
+            "run": str(out),
+            "curve": rows,
+            "wall_minutes": float(rows[-1]["wall_time_s"]) / 60,
+            **run_record(out),
+        }
     job = api.ImproveJob(
         run=args.base,
         method=method,  # type: ignore[arg-type]
@@ -116,7 +122,37 @@ def run_method(args: Args, method: str) -> dict[str, Any]:
     )
     t0 = time.monotonic()
     result = api.improve(job)
-    return {"run": str(out), "curve": result["curve"], "wall_minutes": (time.monotonic() - t0) / 60}
+    wall = (time.monotonic() - t0) / 60
+    return {"run": str(out), "curve": result["curve"], "wall_minutes": wall, **run_record(out)}
+
+
+def run_record(out: Path) -> dict[str, Any]:
+    """What an improved run says of itself: its settings (with their provenance, when recorded) and the
+    env steps of its last resumable checkpoint (a run stopped early is tested at that checkpoint)."""
+    state = out / "rl_state" / "state.json"
+    progress = read_json(state).get("progress", {}) if state.is_file() else {}
+    return {
+        "improve_config": read_json(out / "improve_config.json"),
+        "checkpoint_env_steps": progress.get("env_steps"),
+    }
+
+
+def protocol(args: Args, methods: dict[str, Any]) -> str:
+    """The protocol in words, computed from the settings and from what each improved run recorded."""
+    parts = [
+        f"test: {args.test_episodes} episodes from seed {args.test_seed or 'the task default'} at NFE {args.nfe}"
+    ]
+    for name, info in methods.items():
+        if "run" not in info:
+            continue
+        cfg, last = info["improve_config"], info["curve"][-1]
+        parts.append(
+            f"{name}: curve on {cfg['eval_episodes']} validation episodes from seed {cfg['eval_seed']} every "
+            f"{cfg['eval_every']} env steps, {int(float(last['env_step']))} env steps in {info['wall_minutes']:.1f} min "
+            f"(budget {cfg['env_steps']} env steps, {cfg['max_minutes']} min; {cfg['n_envs']} training envs "
+            f"from seed {cfg['train_seed']}, reward '{cfg['reward']}')"
+        )
+    return "; ".join(parts)
 
 
 def test_policy(args: Args, run: Path) -> dict[str, Any]:
@@ -178,15 +214,10 @@ def main(args: Args) -> dict[str, Any]:
     summary = {
         "base": str(args.base),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
-        "dsrl": to_dict(args.dsrl),
-        "residual": to_dict(args.residual),
         "methods": methods,
         "test": tests,
-        "protocol": (
-            f"curve: {args.eval_episodes} validation episodes from seed {args.eval_seed} every {args.eval_every} env steps; "
-            f"test: {args.test_episodes} episodes from seed {args.test_seed or 'the task default'} at NFE {args.nfe}; "
-            f"budgets per method: {args.env_steps} env steps, {args.minutes} min"
-        ),
+        "protocol": protocol(args, methods),
+        "provenance": provenance(api.run_task_name(args.base)),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / f"{args.name}.json", summary)
