@@ -30,8 +30,8 @@ from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_json, read_json
 from scorepolicy.policies import ChunkPolicy
+from scorepolicy.policies.registry import IMPROVED_FORMAT
 
-IMPROVED_FORMAT = "scorepolicy/improved-policy"
 BASE_DIR = "base"
 STATE_DIR = "rl_state"
 METHOD_MODULES: dict[str, str] = {"dsrl": "scorepolicy.rl.dsrl", "residual": "scorepolicy.rl.residual"}
@@ -176,15 +176,6 @@ def write_improved_config(
         "base_sha256": base_sha256,
     }
     atomic_write_json(Path(run_dir) / "config.json", meta)
-
-
-def is_improved_run(directory: Path) -> bool:
-    """Whether a directory's config.json describes an improved policy."""
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        return False
-    meta = read_json(path)
-    return isinstance(meta, dict) and meta.get("format") == IMPROVED_FORMAT
 
 
 def read_improved_config(directory: Path) -> dict[str, Any]:
