@@ -41,6 +41,7 @@ from scorepolicy.rl.residual import ResidualConfig
 
 REWARDS: dict[str, tuple[str, ...]] = {
     "pusht": ("coverage", "success"),
+    "pusht-keypoints": ("coverage", "success"),
     "obstacles": ("success",),
     "metaworld-mt10": ("success", "shaped"),
 }

@@ -23,12 +23,14 @@ from scorepolicy.provenance import provenance
 from scorepolicy.training import TrainConfig, TrainResult, train
 
 DEFAULT_PUSHT_ZARR = Path("../shared/data/pusht_cchi_v7_replay.zarr")
+_PUSHT_RECIPE: dict[str, Any] = {
+    "dataset.max_train_episodes": 90,
+    "train.steps": 40_000,
+    "train.checkpoint_every": 5_000,
+}
 RECIPES: dict[str, dict[str, Any]] = {
-    "pusht": {
-        "dataset.max_train_episodes": 90,
-        "train.steps": 40_000,
-        "train.checkpoint_every": 5_000,
-    },
+    "pusht": dict(_PUSHT_RECIPE),
+    "pusht-keypoints": dict(_PUSHT_RECIPE),
     "obstacles": {},
     "metaworld-mt10": {
         "policy.denoiser": "mode",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -31,6 +31,8 @@ OBS_DIM = 6
 SNAP_TOLERANCE_PX = 1e-4
 """Above float32 rounding at 512 px (3e-5), far below anything physically meaningful."""
 _MAX_PIXELS = 512.0
+ObsFromState = Callable[[np.ndarray], np.ndarray]
+"""Maps raw states (..., 5) [ax, ay, bx, by, angle] to a task's float32 observations."""
 
 
 # The T in the block's frame (origin at the block position of the state, as gym-pusht's
@@ -88,7 +90,8 @@ def pusht_observation_space() -> spaces.Box:
 
 
 class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
-    """gym-pusht with the 6-d observation and a `reset_to_state` that lands exactly on the given state.
+    """gym-pusht with the 6-d observation (or another map of the raw state, `obs_from_state`) and a
+    `reset_to_state` that lands exactly on the given state.
 
     gym-pusht sets the block's position before its angle, and pymunk turns the body about its centre of
     gravity, so the block ends up shifted by an angle-dependent offset. The wrapper resets once,
@@ -101,9 +104,16 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
     snapping, 0.17 px without). The state reached still matches the requested one to float32 precision.
     """
 
-    def __init__(self, env: gym.Env[np.ndarray, np.ndarray], snap_to_pixel_grid: bool = True) -> None:
+    def __init__(
+        self,
+        env: gym.Env[np.ndarray, np.ndarray],
+        snap_to_pixel_grid: bool = True,
+        obs_from_state: ObsFromState = pusht_obs_from_state,
+        observation_space: spaces.Box | None = None,
+    ) -> None:
         super().__init__(env)
-        self.observation_space = pusht_observation_space()
+        self.observation_space = observation_space or pusht_observation_space()
+        self.obs_from_state = obs_from_state
         self.snap_to_pixel_grid = snap_to_pixel_grid
         self._approach = -1
 
@@ -115,7 +125,7 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
         self._approach = -1
         if target is None:
             raw, info = self.env.reset(seed=seed, options=options)
-            return pusht_obs_from_state(raw), info
+            return self.obs_from_state(raw), info
         wanted = np.asarray(target, dtype=np.float64)
         if wanted.shape != (5,) or not np.all(np.isfinite(wanted)):
             raise ScorePolicyError(
@@ -131,7 +141,7 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
             corrected[2:4] = grid
         raw, info = self.env.reset(seed=seed, options={**opts, "reset_to_state": corrected})
         self._approach = -1
-        return pusht_obs_from_state(raw), info
+        return self.obs_from_state(raw), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Move the agent towards the target position `action` (pixels) for one 10 Hz control step.
@@ -142,7 +152,7 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
         if self._approach < 0:
             self._approach = pusht_approach_side(raw)
         info["approach_side"] = self._approach
-        return pusht_obs_from_state(raw), reward, terminated, truncated, info
+        return self.obs_from_state(raw), reward, terminated, truncated, info
 
     def raw_state(self) -> np.ndarray:
         """The simulator's current 5-d state [ax, ay, bx, by, angle mod 2*pi] (float64)."""
@@ -150,8 +160,14 @@ class PushTStateEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
         return np.asarray(base.get_obs(), dtype=np.float64)
 
 
-def make_pusht_env(render_mode: str | None = None, fast: bool = True) -> PushTStateEnv:
-    """A Push-T env (300-step limit) returning 6-d observations; render_mode None or "rgb_array".
+def make_pusht_env(
+    render_mode: str | None = None,
+    fast: bool = True,
+    obs_from_state: ObsFromState = pusht_obs_from_state,
+    observation_space: spaces.Box | None = None,
+) -> PushTStateEnv:
+    """A Push-T env (300-step limit) returning 6-d observations (or `obs_from_state` of the raw state, in
+    `observation_space`); render_mode None or "rgb_array".
 
     `fast` (default) steps gym-pusht's physics through `FastPushTEnv`: the same states and infos
     (coverage to ~1e-14), 2-3.5 times the steps per second; False uses gym-pusht's own PushTEnv, as does
@@ -166,7 +182,8 @@ def make_pusht_env(render_mode: str | None = None, fast: bool = True) -> PushTSt
     if render_mode not in (None, "rgb_array"):
         raise ScorePolicyError(f"Push-T render_mode must be None or 'rgb_array', got {render_mode!r}")
     base = pusht_env_class(fast)(obs_type="state", render_mode=render_mode)
-    return PushTStateEnv(gym.wrappers.TimeLimit(base, max_episode_steps=PUSHT_MAX_STEPS))
+    limited = gym.wrappers.TimeLimit(base, max_episode_steps=PUSHT_MAX_STEPS)
+    return PushTStateEnv(limited, obs_from_state=obs_from_state, observation_space=observation_space)
 
 
 def pusht_dataset_obs(episodes: Episodes) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 
-TaskName = Literal["pusht", "obstacles", "metaworld-mt10"]
+TaskName = Literal["pusht", "pusht-keypoints", "obstacles", "metaworld-mt10"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
@@ -17,6 +17,10 @@ def get_task(name: str) -> Task:
         from scorepolicy.envs.pusht import PUSHT_TASK
 
         return PUSHT_TASK
+    if name == "pusht-keypoints":
+        from scorepolicy.envs.pusht_keypoints import PUSHT_KEYPOINTS_TASK
+
+        return PUSHT_KEYPOINTS_TASK
     if name == "obstacles":
         from scorepolicy.envs.obstacles import OBSTACLE_TASK
 

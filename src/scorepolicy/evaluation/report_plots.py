@@ -111,7 +111,7 @@ def trajectories(entries: Sequence[Entry], path: Path) -> str | None:
             _draw(ax, [ln[:, :2] for ln in lines], ok)
         else:  # Push-T and other tasks whose first two observation entries are an agent position
             _draw(ax, [ln[:, :2] for ln in lines], ok)
-            if task == "pusht":  # pixels, y down as rendered
+            if task.startswith("pusht"):  # pixels, y down as rendered
                 ax.set_xlim(0, 512)
                 ax.set_ylim(512, 0)
             else:
