@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from scorepolicy.errors import check_field
+from scorepolicy.errors import ScorePolicyError, check_field
+
+EmaSchedule = Literal["constant", "power"]
 
 
 @dataclass
@@ -28,7 +31,18 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of lr."""
     ema_decay: float = 0.999
-    """EMA decay of the weights that are saved and evaluated (ramped up over the first steps)."""
+    """EMA decay of the weights that are saved and evaluated: the most the schedule reaches (Diffusion
+    Policy's power schedule: 0.9999)."""
+    ema_schedule: EmaSchedule = "constant"
+    """How the EMA decay grows with the step n: 'constant' = min(ema_decay, (1 + n) / (10 + n)), at ema_decay
+    from a few hundred steps on; 'power' = Diffusion Policy's warm-up 1 − (1 + e / ema_inv_gamma)^(−ema_power),
+    e = max(0, n − 2), clipped to [ema_min_decay, ema_decay] (0.999 near 10 k steps, 0.9999 near 215 k)."""
+    ema_power: float = 0.75
+    """'power' schedule: the exponent of its warm-up (DP: 0.75; 2/3 warms up more slowly)."""
+    ema_inv_gamma: float = 1.0
+    """'power' schedule: the step scale of its warm-up (DP: 1)."""
+    ema_min_decay: float = 0.0
+    """'power' schedule: the least decay once it has started (DP: 0)."""
     grad_clip: float = 1.0
     """Gradient-norm clipping threshold (0 disables)."""
     seed: int = 0
@@ -62,6 +76,13 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             check_field(_flag(prefix, name), getattr(self, name), at_least=0, below=1)
         check_field(_flag(prefix, "min_lr_ratio"), self.min_lr_ratio, at_least=0, at_most=1)
+        if self.ema_schedule not in ("constant", "power"):
+            raise ScorePolicyError(
+                f"{_flag(prefix, 'ema_schedule')}: must be 'constant' or 'power', got {self.ema_schedule!r}"
+            )
+        check_field(_flag(prefix, "ema_power"), self.ema_power, above=0)
+        check_field(_flag(prefix, "ema_inv_gamma"), self.ema_inv_gamma, above=0)
+        check_field(_flag(prefix, "ema_min_decay"), self.ema_min_decay, at_least=0, at_most=self.ema_decay)
 
 
 def _flag(prefix: str, name: str) -> str:

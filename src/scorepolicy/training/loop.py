@@ -25,6 +25,7 @@ from scorepolicy.files import atomic_directory, atomic_write_bytes, atomic_write
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.training.checkpoint import STATE_FILE, TrainState, load_train_state, save_train_state
 from scorepolicy.training.config import TrainConfig
+from scorepolicy.training.ema import ema_decay
 
 
 @dataclass
@@ -258,7 +259,7 @@ def _run_steps(
         state.optimizer.step()
         scheduler.step()
         state.step += 1
-        ema_update(state.ema, policy, min(cfg.ema_decay, (1 + state.step) / (10 + state.step)))
+        ema_update(state.ema, policy, ema_decay(state.step, cfg))
         result.losses.append(loss.item())
         bar.update(1)
         row: dict[str, float] = {}
