@@ -33,6 +33,22 @@ RULES = (
     Rule("scorepolicy.data", ("scorepolicy.envs", "scorepolicy.evaluation", *API)),
     Rule("scorepolicy.envs", ("scorepolicy.evaluation",)),
     Rule("", ("scorepolicy.cli",)),
+    # ARCHITECTURE.md, the table: serving/ builds on policies/ and guard/ only.
+    Rule(
+        "scorepolicy.serving",
+        (
+            "scorepolicy.core",
+            "scorepolicy.diffusion",
+            "scorepolicy.models",
+            "scorepolicy.data",
+            "scorepolicy.envs",
+            "scorepolicy.evaluation",
+            "scorepolicy.training",
+            "scorepolicy.rl",
+            "scorepolicy.export",
+            *API,
+        ),
+    ),
     # ARCHITECTURE.md, the table: the core values sit below data/, envs/ and evaluation/.
     Rule(
         "scorepolicy.core",
@@ -111,6 +127,9 @@ def test_no_module_imports_upward() -> None:
         ("models/x.py", "from scorepolicy.training.loop import train\n", True),
         ("policies/x.py", "from scorepolicy.cli import main\n", True),
         ("core/x.py", "from scorepolicy.data.windows import split_episodes\n", True),
+        ("serving/x.py", "from scorepolicy.api import load_policy\n", True),
+        ("serving/x.py", "from scorepolicy.evaluation.rollout import rollouts\n", True),
+        ("serving/x.py", "from scorepolicy.policies import ChunkPolicy\n", False),
         ("data/x.py", "from scorepolicy.core.episodes import Episodes\nfrom . import windows\n", False),
         ("envs/x.py", "from scorepolicy.core.behaviour import behaviour_entropy\n", False),
         ("evaluation/x.py", "from scorepolicy.envs.registry import get_task\n", False),

@@ -15,6 +15,7 @@ from scorepolicy.api.jobs import check_resume_flags, recipe_job, saved_job
 from scorepolicy.commands.compare import Compare, PlanSize, format_per_task, run_compare, run_plan
 from scorepolicy.commands.data import DataCommand, run_data_command
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
+from scorepolicy.commands.serve import Serve, run_serve
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.evaluation import EvalConfig, format_result
@@ -168,6 +169,7 @@ Command = (
     | Annotated[DataCommand, tyro.conf.subcommand("data", description="Inspect, validate, convert datasets.")]
     | Annotated[Compare, tyro.conf.subcommand("compare")]
     | Annotated[PlanSize, tyro.conf.subcommand("plan")]
+    | Annotated[Serve, tyro.conf.subcommand("serve")]
 )
 
 
@@ -331,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run_compare(command))
         elif isinstance(command, PlanSize):
             print(run_plan(command))
+        elif isinstance(command, Serve):
+            run_serve(command)
         else:
             return run_data_command(command)
     except ScorePolicyError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -108,6 +109,15 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise ScorePolicyError(
             f"{path}: not a readable safetensors file ({e}); re-save the checkpoint"
         ) from e
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

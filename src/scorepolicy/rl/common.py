@@ -14,7 +14,6 @@ Improved-run layout::
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import random
 import shutil
@@ -28,7 +27,7 @@ import torch
 
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import atomic_write_json, read_json
+from scorepolicy.files import atomic_write_json, read_json, sha256_file
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.registry import IMPROVED_FORMAT
 
@@ -124,15 +123,6 @@ def improved_policy_class(kind: str) -> type:
 
 
 # ---------------------------------------------------------------- the improved-run directory
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_weights(base_run: Path) -> Path:
     """The weights file of a base run, with a one-line error if it is missing."""
     path = Path(base_run) / "model.safetensors"

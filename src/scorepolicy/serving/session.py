@@ -1,0 +1,90 @@
+"""One client's session: its own copy of the policy (observation history, action queue, noise stream),
+its request budget, and the policy calls it makes (run on the server's single inference thread)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.serving.protocol import Request
+from scorepolicy.serving.wire import WireError
+
+REQUEST_FIELD = {"reset": "goal", "select_action": "obs", "predict_chunk": "obs"}
+"""The field an error of the policy is reported against, per message type."""
+
+
+class TokenBucket:
+    """A request budget: `burst` requests at once, refilled at `rate` per second (rate 0: unlimited)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = float(burst)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one request if the budget allows it."""
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class Session:
+    """A client's policy state. `policy` is the session's own copy of the served policy; every method that
+    touches it runs on the inference thread, one call at a time."""
+
+    def __init__(self, sid: int, peer: str, bucket: TokenBucket) -> None:
+        self.id = sid
+        self.peer = peer
+        self.bucket = bucket
+        self.policy: Any = None
+        self.goal: dict[str, Any] | None = None
+        self.requests = 0
+
+    def run(self, req: Request) -> dict[str, Any]:
+        """The reply to a checked request (without timings); WireError for what the policy refuses."""
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                reply = self._dispatch(req)
+        except ScorePolicyError as e:
+            raise WireError(REQUEST_FIELD.get(req.type, req.type), str(e)) from None
+        reply["infer_ms"] = (time.perf_counter() - t0) * 1000.0
+        return reply
+
+    def _dispatch(self, req: Request) -> dict[str, Any]:
+        if req.type == "reset":
+            self.policy.reset(seed=req.seed, goal=req.goal)
+            self.goal = req.goal
+            return {"type": "reset"}
+        assert req.obs is not None
+        if req.type == "select_action":
+            action = self.policy.select_action(req.obs)
+            return {"type": "action", "action": np.asarray(action, dtype=np.float32)}
+        return {"type": "chunk", "actions": self._chunk(req.obs, req.noise)}
+
+    def _chunk(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        """The whole action chunk for one observation history (or a batch of them)."""
+        single = obs.ndim == 2
+        history = torch.from_numpy(obs[None] if single else obs)
+        kwargs: dict[str, Any] = {}
+        if self.goal is not None:
+            kwargs["goal"] = self.goal
+        if noise is not None:
+            if "noise" not in inspect.signature(self.policy.predict_action_chunk).parameters:
+                raise WireError("noise", "this policy kind takes no initial noise; leave it out")
+            kwargs["noise"] = torch.from_numpy(noise[None] if single else noise)
+        chunk = self.policy.predict_action_chunk(history, **kwargs)
+        out = chunk.detach().float().numpy()
+        return out[0] if single else out
