@@ -196,6 +196,15 @@ def test_eval_json_needs_overwrite_and_carries_provenance(
     assert train_prov["versions"] == prov["versions"]
 
 
+def test_eval_under_a_condition_records_it(obstacle_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "noisy.json"
+    args = ["eval", str(obstacle_run), *EVAL, "--json", str(out), "--condition", "obs-noise"]
+    assert main([*args, "--condition-scale", "0.05"]) == 0
+    assert json.loads(out.read_text())["condition"] == {"name": "obs-noise", "scale": 0.05}
+    assert main(["eval", str(obstacle_run), *EVAL, "--json", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["condition"] == {"name": "nominal"}
+
+
 def test_video_dir_and_report_contents_need_overwrite(
     obstacle_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -251,6 +260,9 @@ def test_data_info_json_cannot_land_inside_the_dataset(
         (["plan", "--baseline", "0.6", "--effect", "0.5"], "--effect"),
         (["compare", "a.json", "--alpha", "0"], "--alpha"),
         (["demo", "--steps", "0"], "--steps"),
+        (["eval", "RUN", "--condition", "wind"], "valid conditions: nominal, obs-noise, block-shift"),
+        (["eval", "RUN", "--condition-scale", "2"], "--condition-scale"),
+        (["eval", "RUN", "--condition", "obs-noise", "--condition-step", "3"], "--condition-step"),
     ],
 )
 def test_bad_command_fields_are_one_line_errors_before_any_work(

@@ -16,7 +16,9 @@ from scorepolicy.commands.compare import Compare, PlanSize, format_per_task, run
 from scorepolicy.commands.data import DataCommand, run_data_command
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.commands.serve import Serve, run_serve
+from scorepolicy.core.task import Condition
 from scorepolicy.diffusion.samplers import SamplerName
+from scorepolicy.envs.conditions import check_condition_flags
 from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.evaluation import EvalConfig, format_result
 from scorepolicy.files import atomic_write_json
@@ -74,8 +76,16 @@ class Eval:
     """torch threads: one by default, which keeps its speed beside other busy processes on a small machine."""
     overwrite: bool = False
     """Replace existing --json / --plot files and videos in --video-dir (never the run's own files)."""
+    condition: str = "nominal"
+    """Perturb the envs (Push-T and obstacle task): nominal, obs-noise, block-shift or unseen-start;
+    recorded in the JSON's `condition`."""
+    condition_scale: float | None = None
+    """Strength of --condition in the env's units (Push-T pixels, obstacle field units); default: the task's."""
+    condition_step: int | None = None
+    """block-shift: the env step after which the block (or agent) is displaced; default: the task's."""
 
     def __post_init__(self) -> None:
+        check_condition_flags(self.condition, self.condition_scale, self.condition_step)
         for flag, value in (
             ("--episodes", self.episodes),
             ("--n-envs", self.n_envs),
@@ -206,6 +216,7 @@ def do_eval(args: Eval) -> None:
             sample_sigma_max=args.sample_sigma_max,
             guidance=args.guidance,
             latency=args.latency,
+            condition=Condition(args.condition, args.condition_scale, args.condition_step),
         )
     print(format_result(result))
     if result.get("per_task"):

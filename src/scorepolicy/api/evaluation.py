@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from scorepolicy.api.runs import load_policy, run_task_name
+from scorepolicy.core.task import Condition
 from scorepolicy.envs.registry import get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
@@ -44,15 +45,19 @@ def evaluate_run(
     sample_sigma_max: float | None = None,
     guidance: float | None = None,
     latency: bool = False,
+    condition: Condition | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's policy on its task; the result records the sampling settings and the run.
+
+    `condition` (a name or a Condition, see `scorepolicy.envs.conditions`) perturbs the task's envs; the
+    result's `condition` records it with its scale (nominal when None).
 
     Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks). With
     cfg.backend='ray' every worker loads the run itself. `latency` adds the batch-1 ms per chunk.
     """
     factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
     policy = factory()
-    the_task = get_task(task or run_task_name(run_dir))
+    the_task = get_task(task or run_task_name(run_dir), condition)
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
         "policy": policy.cfg.kind,

@@ -3,15 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
 
 from scorepolicy.core.episodes import Episodes
+from scorepolicy.errors import ScorePolicyError
 
 StepInfos = Sequence[dict[str, Any]]
+ConditionName = Literal["nominal", "obs-noise", "block-shift", "unseen-start"]
+CONDITION_NAMES: tuple[str, ...] = get_args(ConditionName)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A perturbation the task's envs run under (`scorepolicy.envs.conditions` applies it).
+
+    `nominal` leaves the env untouched; `obs-noise` adds Gaussian noise of std `scale` to the observation
+    the policy sees; `block-shift` displaces the block (Push-T) or the agent (obstacle task) by `scale` at
+    step `step`; `unseen-start` starts episodes at least `scale` outside the demonstrated region. Scales
+    are in the env's own units; None means the task's default.
+    """
+
+    name: str = "nominal"
+    """One of CONDITION_NAMES."""
+    scale: float | None = None
+    """Strength in the env's units (pixels for Push-T, the unit square for obstacles); None: the default."""
+    step: int | None = None
+    """block-shift only: the env step after which the displacement happens; None: the task's default."""
+
+    def __post_init__(self) -> None:
+        if self.name not in CONDITION_NAMES:
+            raise ScorePolicyError(
+                f"unknown condition '{self.name}'; valid conditions: {', '.join(CONDITION_NAMES)}"
+            )
+        if self.scale is not None and not self.scale >= 0.0:
+            raise ScorePolicyError(f"condition '{self.name}': scale must be ≥ 0, got {self.scale!r}")
+        if self.step is not None and self.step < 1:
+            raise ScorePolicyError(f"condition '{self.name}': step must be ≥ 1, got {self.step!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The condition as JSON (name, and scale/step where they apply)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.name != "nominal":
+            out["scale"] = self.scale
+        if self.name == "block-shift":
+            out["step"] = self.step
+        return out
 
 
 @dataclass(frozen=True)
@@ -57,3 +97,5 @@ class Task:
     goal_spec: tuple[int, int] | None = None
     """(n_tasks, goal_dim) of the goal its observations carry at their end (task id, then goal vector);
     policies trained for the task are goal-conditioned on it unless configured otherwise."""
+    condition: Condition = field(default_factory=Condition)
+    """The perturbation its envs run under (`get_task(name, condition=...)`); nominal by default."""

@@ -205,6 +205,18 @@ class ObstacleEnv(gym.Env[np.ndarray, np.ndarray]):
         obs = np.array((x1, y1), dtype=np.float32)
         return obs, (1.0 if success else 0.0), terminated, truncated, self._info(success, collision, out)
 
+    @property
+    def agent(self) -> tuple[float, float]:
+        """The agent's current position."""
+        return self._x, self._y
+
+    def move_agent(self, x: float) -> np.ndarray:
+        """Displace the agent sideways to x (its height, and so the rows crossed, stay); the new observation."""
+        self._x = float(x)
+        if self.render_mode is not None:
+            self._trail.append((self._x, self._y))
+        return np.array((self._x, self._y), dtype=np.float32)
+
     def render(self) -> np.ndarray | None:
         """An RGB frame (render_size² uint8) of the field, the path so far and the agent."""
         if self.render_mode != "rgb_array":

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from scorepolicy.core.task import Task
+from scorepolicy.core.task import Condition, Task
 from scorepolicy.errors import ScorePolicyError
 
 TaskName = Literal["pusht", "pusht-keypoints", "obstacles", "metaworld-mt10"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
-def get_task(name: str) -> Task:
-    """The task called `name` (imports its simulator lazily)."""
+def get_task(
+    name: str, condition: Condition | str | None = None, condition_scale: float | None = None
+) -> Task:
+    """The task called `name` (imports its simulator lazily), its envs run under `condition` (a name or a
+    Condition; None or "nominal": unchanged) with `condition_scale` in the env's units (None: the
+    task's default); see `scorepolicy.envs.conditions`."""
+    task = _base_task(name)
+    if condition is None and condition_scale is None:
+        return task
+    from scorepolicy.envs.conditions import apply_condition
+
+    return apply_condition(task, condition, condition_scale)
+
+
+def _base_task(name: str) -> Task:
     if name == "pusht":
         from scorepolicy.envs.pusht import PUSHT_TASK
 

@@ -36,6 +36,7 @@ _SUMMARY_KEYS = (
     "n_errors",
     "errors",
     "mean_length",
+    "condition",
 )
 Backend = Literal["local", "ray"]
 
@@ -107,6 +108,7 @@ def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
             {k: r[k] for k in ("seed", "error", "traceback") if k in r} for r in records if "error" in r
         ],
         "mean_length": float(np.mean([r["length"] for r in ok])) if ok else None,
+        "condition": task.condition.as_dict(),
     }
     if task.behaviour_key is not None and task.n_behaviours > 0:
         result.update(diversity_metrics(ok, task.behaviour_key, task.n_behaviours, task.behaviour_prior))
@@ -132,6 +134,8 @@ def _journal(task: Task, cfg: EvalConfig, first: int) -> EpisodeJournal | None:
         "keep_trajectories": cfg.keep_trajectories,
         **_jsonable(cfg.fingerprint),
     }
+    if task.condition.name != "nominal":  # journals of nominal runs keep their earlier fingerprint
+        fingerprint["condition"] = task.condition.as_dict()
     return EpisodeJournal(journal_path_for(cfg.json_path), fingerprint, resume=cfg.resume)
 
 
@@ -203,12 +207,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _perturbed(result: dict[str, Any]) -> bool:
+    condition = result.get("condition")
+    return isinstance(condition, dict) and condition.get("name", "nominal") != "nominal"
+
+
+def _condition_text(condition: dict[str, Any]) -> str:
+    return " ".join(
+        [str(condition["name"]), *(f"{k}={_fmt(v)}" for k, v in condition.items() if k != "name")]
+    )
+
+
 def format_result(result: dict[str, Any]) -> str:
     """A short human-readable summary: success with its interval, other scalar metrics, episode count."""
     lo, hi = result["success_ci"]
     first, last = result["seeds"]
     rows = [
         ("task", str(result["task"])),
+        *([("condition", _condition_text(result["condition"]))] if _perturbed(result) else []),
         ("episodes", f"{result['n_episodes']} (seeds {first}..{last}, {result['n_errors']} errors)"),
         ("success", f"{result['success_rate']:.3f}  [{lo:.3f}, {hi:.3f}] 95% Wilson"),
     ]
