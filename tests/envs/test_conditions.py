@@ -296,7 +296,7 @@ def test_pusht_shift_undoes_progress_and_respects_walls() -> None:
 
 def test_pusht_unseen_starts_lie_outside_the_demonstrated_region() -> None:
     conditions = _pusht()
-    from scorepolicy.envs.pusht import PUSHT_TASK
+    from scorepolicy.envs.pusht import PUSHT_TASK, pusht_obs_from_state
 
     nominal = PUSHT_TASK.make_env(None)
     for seed in range(100000, 100030):  # the task's own resets put the block's centre inside the box
@@ -309,7 +309,7 @@ def test_pusht_unseen_starts_lie_outside_the_demonstrated_region() -> None:
         assert conditions.outside_demo_region(conditions.block_cog(state)) >= 25.0 - 1e-6
         assert conditions.block_fits(tuple(state[2:4]), state[4], tuple(state[:2]))
         assert np.all((state[:2] >= 50) & (state[:2] <= 450))
-        np.testing.assert_allclose(obs, conditions.pusht_obs_from_state(state), atol=1e-4)
+        np.testing.assert_allclose(obs, pusht_obs_from_state(state), atol=1e-4)
     first = env.reset(seed=3)[0]
     np.testing.assert_array_equal(first, env.reset(seed=3)[0])
     with pytest.raises(ScorePolicyError, match="at most about 55"):
@@ -335,3 +335,30 @@ def test_pusht_demos_start_inside_the_region() -> None:
     assert max(conditions.outside_demo_region(conditions.block_cog(s)) for s in firsts) <= 0.0
     assert max(conditions.outside_demo_region(conditions.block_cog(s)) for s in states) < 10.0
     assert LAYOUT.start == (0.5, 0.04)  # the obstacle box of demo_start_box is derived from this
+
+
+def test_pusht_keypoints_runs_the_same_conditions() -> None:
+    conditions = _pusht()
+    from scorepolicy.envs.pusht_keypoints import PUSHT_KEYPOINTS_TASK, keypoint_obs_from_state
+
+    actions = _actions(3, 12, 150, 350)
+    clean = _roll(PUSHT_KEYPOINTS_TASK.make_env(None), 100002, actions, _pusht_state)
+    noisy = _roll(get_task("pusht-keypoints", "obs-noise", 4.0).make_env(None), 100002, actions, _pusht_state)
+    np.testing.assert_array_equal(np.stack(noisy["state"]), np.stack(clean["state"]))
+    residual = np.stack(noisy["obs"]) - np.stack(clean["obs"])
+    assert residual.shape == (13, 20) and 3.0 < float(residual.std()) < 5.0
+    shifted = _roll(
+        get_task("pusht-keypoints", Condition("block-shift", 40.0, 6)).make_env(None),
+        100002,
+        actions,
+        _pusht_state,
+    )
+    state = shifted["state"][6]
+    assert shifted["info"][5]["condition_shifted"]
+    moved = np.subtract(conditions.block_cog(state), conditions.block_cog(clean["state"][6]))
+    assert np.hypot(*moved) == pytest.approx(40.0, abs=1e-6)
+    np.testing.assert_allclose(shifted["obs"][6], keypoint_obs_from_state(state), atol=1e-3)
+    env = get_task("pusht-keypoints", "unseen-start", 20.0).make_env(None)
+    obs, _ = env.reset(seed=5)
+    assert obs.shape == (20,)
+    assert conditions.outside_demo_region(conditions.block_cog(_pusht_state(env))) >= 20.0 - 1e-6

@@ -68,6 +68,10 @@ def condition_model(task_name: str) -> ConditionModel | None:
         from scorepolicy.envs.pusht_conditions import PUSHT_CONDITIONS
 
         return PUSHT_CONDITIONS
+    if task_name == "pusht-keypoints":
+        from scorepolicy.envs.pusht_conditions import PUSHT_KEYPOINTS_CONDITIONS
+
+        return PUSHT_KEYPOINTS_CONDITIONS
     if task_name == "obstacles":
         from scorepolicy.envs.obstacle_conditions import OBSTACLE_CONDITIONS
 
@@ -90,7 +94,7 @@ def resolve_condition(
     if model is None:
         raise ScorePolicyError(
             f"task '{task_name}' runs only the nominal condition; conditions {', '.join(CONDITION_NAMES[1:])} "
-            "exist for the tasks pusht and obstacles"
+            "exist for the tasks pusht, pusht-keypoints and obstacles"
         )
     step = condition.step if condition.name == "block-shift" else None
     if condition.name == "block-shift" and step is None:

@@ -2,7 +2,8 @@
 
 - obs-noise (scale σ px): every observation the policy sees gets N(0, σ²) on the four positions and
   N(0, (σ/60)²) radians on the block angle (the rotation that moves the end of the T's bar, 60 px from
-  the block origin, by σ px), then sin/cos of the noisy angle.
+  the block origin, by σ px), then sin/cos of the noisy angle. `pusht-keypoints` (the same env with
+  DP's 20-d keypoint observation, same block-shift and unseen-start) gets N(0, σ²) on each number.
 - block-shift (scale d px): after the set step the block's centre of gravity moves d px straight away from
   the goal pose's, and the block turns by d/60 rad away from the goal angle (both undo progress). When
   that pose would cut into a wall or the agent, the direction turns by ±30°, ±60°, ... (and the rotation
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -26,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from scorepolicy.envs.conditions import ConditionModel
-from scorepolicy.envs.pusht import _T_BOXES, AGENT_RADIUS, pusht_obs_from_state
+from scorepolicy.envs.pusht import _T_BOXES, AGENT_RADIUS, PushTStateEnv
 from scorepolicy.errors import ScorePolicyError
 
 COG_OFFSET = 45.0
@@ -93,6 +95,12 @@ def pusht_noisy_obs(obs: np.ndarray, rng: np.random.Generator, scale: float) -> 
     return out.astype(np.float32)
 
 
+def keypoint_noisy_obs(obs: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """pusht-keypoints: N(0, scale²) px on each of the 20 numbers (agent and 9 keypoints, independently)."""
+    out = np.asarray(obs, dtype=np.float64)
+    return (out + rng.normal(0.0, scale, out.shape)).astype(np.float32)
+
+
 def _wrap(angle: float) -> float:
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
@@ -121,9 +129,11 @@ def shifted_block_pose(
 
 
 def pusht_shift(env: gym.Env[Any, Any], rng: np.random.Generator, scale: float) -> np.ndarray | None:
-    """Move the block of a Push-T env as `shifted_block_pose` says (at rest); the new 6-d observation."""
+    """Move the block of a Push-T env as `shifted_block_pose` says (at rest); the env's new observation."""
+    if not isinstance(env, PushTStateEnv):
+        raise ScorePolicyError(f"Push-T block-shift needs a PushTStateEnv, got {type(env).__name__}")
     base: Any = env.unwrapped
-    pose = shifted_block_pose(np.asarray(base.get_obs(), dtype=np.float64), rng, scale)
+    pose = shifted_block_pose(env.raw_state(), rng, scale)
     if pose is None:
         return None
     (ox, oy), angle = pose
@@ -133,7 +143,7 @@ def pusht_shift(env: gym.Env[Any, Any], rng: np.random.Generator, scale: float) 
     block.velocity = (0.0, 0.0)
     block.angular_velocity = 0.0
     base.space.reindex_shapes_for_body(block)
-    return pusht_obs_from_state(np.asarray(base.get_obs(), dtype=np.float64))
+    return env.obs_from_state(env.raw_state())
 
 
 def pusht_unseen_start(rng: np.random.Generator, scale: float) -> dict[str, Any]:
@@ -161,3 +171,8 @@ PUSHT_CONDITIONS = ConditionModel(
     unseen_start=pusht_unseen_start,
 )
 """Push-T's conditions (defaults chosen so that each lowers a trained policy's success; see the README)."""
+
+PUSHT_KEYPOINTS_CONDITIONS = dataclasses.replace(
+    PUSHT_CONDITIONS, task="pusht-keypoints", noisy=keypoint_noisy_obs
+)
+"""pusht-keypoints: Push-T's conditions; obs-noise perturbs each of the 20 observed numbers independently."""
