@@ -142,7 +142,7 @@ def gated_server(tiny_run: Path) -> Iterator[PolicyServer]:
     policy.load_state_dict(loaded.state_dict())
     GatedPolicy.entered.clear()
     GatedPolicy.release.clear()
-    GatedPolicy.armed = True
+    GatedPolicy.armed = False  # the tests arm it
     try:
         with running_server(tiny_run, ServeConfig(port=0), policy=policy.optimize_for_inference()) as srv:
             yield srv
@@ -160,15 +160,19 @@ def health(server: PolicyServer) -> dict[str, Any]:
 def test_health_and_other_clients_answer_while_inference_is_slow(
     gated_server: PolicyServer, tiny_run: Path
 ) -> None:
-    obs = observations(1, seed=5)[0]
+    obs = observations(2, seed=5)
     results: list[np.ndarray] = []
-    with PolicyClient(url(gated_server)) as slow:
+    with PolicyClient(url(gated_server)) as slow, PolicyClient(url(gated_server)) as planned:
+        planned.reset(seed=3)
+        first = planned.select_action(obs[0])  # plans a chunk: the next call only pops its second action
         slow.reset(seed=2)
-        thread = threading.Thread(target=lambda: results.append(slow.select_action(obs)))
+        GatedPolicy.armed = True
+        thread = threading.Thread(target=lambda: results.append(slow.select_action(obs[0])))
         thread.start()
         assert GatedPolicy.entered.wait(30)
         report = health(gated_server)  # answered while the inference thread is blocked
-        assert report["status"] == "ok" and report["inference_in_flight"] == 1 and report["sessions"] == 1
+        assert report["status"] == "ok" and report["inference_in_flight"] == 1 and report["sessions"] == 2
+        second = planned.select_action(obs[1])  # a queued action: answered without the inference thread
         with PolicyClient(url(gated_server)) as other:  # connects, gets metadata, pings meanwhile
             assert other.metadata["type"] == "metadata"
             assert other.ping()["type"] == "pong"
@@ -176,12 +180,15 @@ def test_health_and_other_clients_answer_while_inference_is_slow(
         GatedPolicy.armed = False
         GatedPolicy.release.set()
         thread.join(timeout=30)
-    np.testing.assert_array_equal(results[0], local_policy(tiny_run, 2).select_action(obs))
+    np.testing.assert_array_equal(results[0], local_policy(tiny_run, 2).select_action(obs[0]))
+    local = local_policy(tiny_run, 3)
+    np.testing.assert_array_equal(np.stack([first, second]), np.stack([local.select_action(o) for o in obs]))
 
 
 @pytest.mark.parametrize("how", ["close", "abort"])
 def test_client_disconnecting_mid_request(gated_server: PolicyServer, tiny_run: Path, how: str) -> None:
     raw = Raw(url(gated_server))
+    GatedPolicy.armed = True
     raw.send(pack(select({OBS_KEY: observations(1, seed=0)[0]})))
     assert GatedPolicy.entered.wait(30)
     if how == "close":

@@ -20,6 +20,17 @@ def test_policy_client_is_exported_lazily() -> None:
     assert scorepolicy.PolicyClient is PolicyClient
 
 
+def test_queued_actions_counts_what_select_action_will_pop(tiny_run: Path) -> None:
+    policy = local_policy(tiny_run, 0)  # n_action_steps = 2
+    counts = []
+    for o in observations(5, seed=0):
+        counts.append(policy.queued_actions)
+        policy.select_action(o)
+    assert counts == [0, 1, 0, 1, 0]
+    policy.reset()
+    assert policy.queued_actions == 0
+
+
 def test_metadata_describes_the_run(server: PolicyServer, tiny_run: Path) -> None:
     with PolicyClient(url(server)) as client:
         meta = client.metadata

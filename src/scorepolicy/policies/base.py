@@ -352,6 +352,12 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         action = action[0] if single else action
         return action.numpy() if is_numpy else action  # type: ignore[return-value]
 
+    @property
+    def queued_actions(self) -> int:
+        """Actions already planned: the next this many `select_action` calls (same batch size) only pop
+        them, without running the denoiser (what lets a server answer them without a thread hop)."""
+        return len(self._action_queue)
+
     def _check_obs(self, obs: Tensor, tail: tuple[int, ...]) -> None:
         if tuple(obs.shape[1:]) != tail:
             raise ScorePolicyError(

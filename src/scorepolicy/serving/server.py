@@ -231,6 +231,8 @@ class PolicyServer:
             req = parse_request(msg, self.spec)
             if req.type in ("ping", "auth"):
                 reply: dict[str, Any] = {"type": "pong" if req.type == "ping" else "auth"}
+            elif session.answers_inline(req):
+                reply = session.run(req)
             else:
                 reply = await self._in_worker(session.run, req)
         except WireError as e:

@@ -63,6 +63,15 @@ class Session:
         reply["infer_ms"] = (time.perf_counter() - t0) * 1000.0
         return reply
 
+    def answers_inline(self, req: Request) -> bool:
+        """Whether the request only pops an action the policy already planned (microseconds: answered on
+        the event loop, without a hop to the inference thread). Policies without `queued_actions` always
+        go to the inference thread."""
+        if req.type != "select_action" or req.obs is None:
+            return False
+        queued = getattr(self.policy, "queued_actions", 0)
+        return isinstance(queued, int) and queued > 0
+
     def _dispatch(self, req: Request) -> dict[str, Any]:
         if req.type == "reset":
             self.policy.reset(seed=req.seed, goal=req.goal)
