@@ -1,0 +1,1 @@
+"""Run-time failure prediction (FIPER): `metrics` holds the detection metrics with their intervals."""
