@@ -49,6 +49,8 @@ RULES = (
             *API,
         ),
     ),
+    # ARCHITECTURE.md, the table: guard/ reads policies/ and evaluation/ (tasks come from its caller).
+    Rule("scorepolicy.guard", ("scorepolicy.envs", "scorepolicy.training", "scorepolicy.rl", *API)),
     # ARCHITECTURE.md, the table: the core values sit below data/, envs/ and evaluation/.
     Rule(
         "scorepolicy.core",

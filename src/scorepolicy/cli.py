@@ -83,6 +83,9 @@ class Eval:
     """Strength of --condition in the env's units (Push-T pixels, obstacle field units); default: the task's."""
     condition_step: int | None = None
     """block-shift: the env step after which the block (or agent) is displaced; default: the task's."""
+    monitor: Path | None = None
+    """Run guarded by this calibrated monitor (`scorepolicy guard calibrate`): records `alarm` and
+    `first_alarm_step` per episode and the alarm rates on successes and failures (with intervals)."""
 
     def __post_init__(self) -> None:
         check_condition_flags(self.condition, self.condition_scale, self.condition_step)
@@ -217,6 +220,7 @@ def do_eval(args: Eval) -> None:
             guidance=args.guidance,
             latency=args.latency,
             condition=Condition(args.condition, args.condition_scale, args.condition_step),
+            monitor=args.monitor,
         )
     print(format_result(result))
     if result.get("per_task"):

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from scorepolicy.core.task import Condition
 from scorepolicy.envs.registry import get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
+from scorepolicy.evaluation.evaluate import write_json_atomic
+from scorepolicy.evaluation.rollout import BatchPolicy
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.baselines import denoiser_calls
 from scorepolicy.provenance import provenance
@@ -46,6 +48,7 @@ def evaluate_run(
     guidance: float | None = None,
     latency: bool = False,
     condition: Condition | str | None = None,
+    monitor: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's policy on its task; the result records the sampling settings and the run.
 
@@ -54,9 +57,17 @@ def evaluate_run(
 
     Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks). With
     cfg.backend='ray' every worker loads the run itself. `latency` adds the batch-1 ms per chunk.
+    With `monitor` (a calibrated guard directory) the policy runs guarded: each episode records `alarm`
+    and `first_alarm_step`, and the result gains the alarm rates on successes and on failures.
     """
     factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
     policy = factory()
+    rollout: BatchPolicy = policy
+    rollout_factory: Callable[[], BatchPolicy] = factory
+    guard: dict[str, Any] = {}
+    if monitor is not None:
+        rollout, guard = _guard(policy, monitor)
+        rollout_factory = functools.partial(_guarded_policy, factory, monitor)
     the_task = get_task(task or run_task_name(run_dir), condition)
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
@@ -69,12 +80,36 @@ def evaluate_run(
     if policy.cfg.goal.enabled:
         extra["guidance"] = policy.cfg.goal.guidance
     extra["run"] = str(run_dir)
+    extra.update(guard)
     fingerprint = {**cfg.fingerprint, **extra}
     if latency:
         extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
     extra["provenance"] = provenance(the_task.name)
     cfg = dataclasses.replace(cfg, episodes=cfg.episodes * the_task.n_subtasks, fingerprint=fingerprint)
-    return evaluate(policy, the_task, cfg, extra=extra, policy_factory=factory)
+    result = evaluate(rollout, the_task, cfg, extra=extra, policy_factory=rollout_factory)
+    if monitor is not None:
+        from scorepolicy.guard.summary import alarm_rates
+
+        result.update(alarm_rates(result["episodes"]))
+        if cfg.json_path is not None:
+            write_json_atomic(cfg.json_path, result)
+    return result
+
+
+def _guard(policy: ChunkPolicy, monitor: Path) -> tuple[BatchPolicy, dict[str, Any]]:
+    """The policy guarded by the monitor in `monitor` (checked against it) and the result's guard fields."""
+    from scorepolicy.guard import GuardedPolicy, Monitor
+
+    loaded = Monitor.load(monitor)
+    loaded.check_policy(policy, str(monitor))
+    keys = ("delta", "window", "style", "rule", "n_samples")
+    fields = {"monitor": str(monitor), "monitor_settings": {k: loaded.settings[k] for k in keys}}
+    return GuardedPolicy(policy, loaded).rollout_policy(), fields
+
+
+def _guarded_policy(factory: Callable[[], ChunkPolicy], monitor: Path) -> BatchPolicy:
+    """A freshly loaded policy guarded by the monitor in `monitor` (for Ray workers: a picklable partial)."""
+    return _guard(factory(), monitor)[0]
 
 
 def sampler_name(policy: ChunkPolicy) -> str | None:

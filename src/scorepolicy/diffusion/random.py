@@ -25,6 +25,16 @@ class RowGenerators:
         self.seeds = [int(s) for s in seeds]
         self.generators = [torch.Generator().manual_seed(s % (1 << 63)) for s in self.seeds]
 
+    @classmethod
+    def concat(cls, parts: Sequence[RowGenerators]) -> RowGenerators:
+        """The rows of `parts` one after another, sharing their generators (draws advance the originals)."""
+        rows = cls.__new__(cls)
+        rows.seeds = [s for p in parts for s in p.seeds]
+        rows.generators = [g for p in parts for g in p.generators]
+        if not rows.generators:
+            raise ValueError("RowGenerators needs at least one seed")
+        return rows
+
     def __len__(self) -> int:
         return len(self.generators)
 

@@ -49,7 +49,8 @@ class BatchPolicy(Protocol):
     """A policy acting on a batch of B environments that start (reset) and step together.
 
     If `reset` accepts a keyword `seeds`, each wave gives every batch row its own noise seed (the
-    episode's env seed); if it accepts only `seed`, the wave's first env seed.
+    episode's env seed); if it accepts only `seed`, the wave's first env seed. A policy with a method
+    `episode_extras(row) -> dict` adds its fields to each episode's record when the episode ends.
     """
 
     def reset(self) -> None:
@@ -440,6 +441,18 @@ class Progress:
         self._bar.close()
 
 
+EpisodeExtras = Callable[[int], dict[str, Any]]
+"""A policy's optional `episode_extras(row)`: fields it adds to the record of batch row `row`'s episode,
+called once when that episode ends, before the policy's next step (e.g. a run-time monitor's alarms)."""
+
+
+def _finish(record: dict[str, Any], row: int, extras: EpisodeExtras | None, bar: Progress) -> None:
+    if extras is not None:
+        for key, value in extras(row).items():
+            record.setdefault(key, value)  # the episode's own fields are never overridden
+    bar.finished(record)
+
+
 def _drive(
     policy: BatchPolicy,
     task: Task,
@@ -450,22 +463,23 @@ def _drive(
     """Run one wave to the end: reset (and reseed) the policy and every env, then step them together."""
     seeds = [ep.seed for ep in episodes]
     reset_policy(policy, seeds)
-    for ep, (obs, error) in zip(episodes, stepper.reset(seeds)):
+    extras = getattr(policy, "episode_extras", None)
+    for row, (ep, (obs, error)) in enumerate(zip(episodes, stepper.reset(seeds))):
         ep.start(obs, error)
         if ep.record is not None:
-            bar.finished(ep.record)
+            _finish(ep.record, row, extras, bar)
     while not all(ep.done for ep in episodes):
         batch = np.stack([ep.policy_obs(task.obs_dim) for ep in episodes]).astype(np.float32)
         actions = np.asarray(policy.select_action(batch))
         if actions.shape[:1] != (len(episodes),):
             raise ValueError(f"policy.select_action returned shape {actions.shape} for {len(episodes)} envs")
         active = np.array([not ep.done for ep in episodes])
-        for ep, result in zip(episodes, stepper.step(actions, active)):
+        for row, (ep, result) in enumerate(zip(episodes, stepper.step(actions, active))):
             if ep.done or result is None:
                 continue
             ep.advance(result, task)
             if ep.record is not None:
-                bar.finished(ep.record)
+                _finish(ep.record, row, extras, bar)
     return [ep.record for ep in episodes if ep.record is not None]
 
 

@@ -4,10 +4,11 @@ save/load); the families (score policy, baselines) add `compute_loss` and `predi
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -83,6 +84,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             self.register_buffer(f"{name}_max", torch.ones(dim))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._row_generators: RowGenerators | None = None  # one noise stream per batch row, if set
+        self._noise_override: NoiseSource | None = None  # set inside `noise_from`
         self._frozen = False  # weights frozen for inference: caches below are valid
         self._fast: list[Any] = []  # a frozen TorchScript copy of the denoiser (not a registered submodule)
         self._scales: dict[str, tuple[Tensor, Tensor]] = {}  # normalisation scales, while frozen
@@ -242,6 +244,14 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             if size != g.goal_dim:
                 raise ScorePolicyError(f"goal: expected goal vectors of size {g.goal_dim}, got size {size}")
 
+    @torch.inference_mode()
+    def observation_embedding(self, obs: Tensor, goal: Goal | None = None) -> Tensor:
+        """What the denoiser is conditioned on, (B, F), for raw observation histories (B, T_o, d_o) (and a
+        goal, as in `predict_action_chunk`): the policy's own observation embedding."""
+        self._check_obs(obs, (self.cfg.n_obs_steps, self.cfg.obs_dim))
+        state, found = self.split_observation(obs.float(), goal)
+        return self.condition(self.normalize("obs", state), found or None)
+
     # ---------------------------------------------------------------- interface for families
     @abc.abstractmethod
     def compute_loss(
@@ -291,14 +301,27 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
     # ---------------------------------------------------------------- sampling noise
     @property
     def noise_source(self) -> NoiseSource:
-        """Where sampling noise comes from: per-row generators after `reset(seeds=...)`, else `generator`."""
+        """Where sampling noise comes from: the source of an enclosing `noise_from` block, per-row generators
+        after `reset(seeds=...)`, else `generator`."""
+        if self._noise_override is not None:
+            return self._noise_override
         return self._row_generators if self._row_generators is not None else self.generator
+
+    @contextlib.contextmanager
+    def noise_from(self, source: NoiseSource) -> Iterator[None]:
+        """Draw every sampling noise (initial and sampler steps) from `source` inside the block, leaving the
+        policy's own streams untouched (e.g. extra samples of a monitor)."""
+        saved, self._noise_override = self._noise_override, source
+        try:
+            yield
+        finally:
+            self._noise_override = saved
 
     def initial_noise(self, batch: int) -> Tensor:
         """The standard-normal initial noise (batch, T_p, d_a) the policy's next chunk would start from
         (drawn from `noise_source`; pass it back as `predict_action_chunk(obs, noise=...)`)."""
-        rows = self._row_generators
-        if rows is not None and len(rows) != batch:
+        rows = self.noise_source
+        if isinstance(rows, RowGenerators) and len(rows) != batch:
             raise ScorePolicyError(
                 f"sampling noise: reset(seeds=...) gave {len(rows)} rows but the batch has {batch}; "
                 "call policy.reset(seeds=...) with one seed per batch row"

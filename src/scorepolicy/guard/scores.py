@@ -1,0 +1,219 @@
+"""FIPER's two failure scores: observation novelty (random network distillation on the policy's own
+observation embedding) and action-chunk entropy (the spread of B sampled chunks' executed positions).
+
+Both are computed once per decision (each time the policy samples a new action chunk).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from scorepolicy.diffusion.random import RowGenerators
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.policies import ChunkPolicy
+from scorepolicy.policies.score_policy import DETERMINISTIC_SAMPLERS
+
+PositionMode = Literal["action", "cumsum"]
+"""How executed positions come from actions: the actions are positions (Push-T's target position), or
+velocities whose running sum is the position relative to the decision's start (the obstacle task)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Random network distillation
+
+
+@dataclass(frozen=True)
+class RNDConfig:
+    """Sizes and training of the observation-novelty networks."""
+
+    width: int = 256
+    """Hidden width of the target and the predictor."""
+    out_dim: int = 64
+    """Output size of both networks."""
+    target_layers: int = 3
+    """Linear layers of the frozen random target."""
+    predictor_layers: int = 5
+    """Linear layers of the trained predictor (deeper than the target, as in FIPER)."""
+    steps: int = 1500
+    """Adam steps fitting the predictor."""
+    batch_size: int = 256
+    """Embeddings per step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    seed: int = 0
+    """Seed of the target's random weights, the predictor's initialisation and the batch order."""
+
+
+def _mlp(d_in: int, width: int, d_out: int, layers: int, generator: torch.Generator) -> nn.Sequential:
+    """Linear-LeakyReLU stack with orthogonal weights (gain √2) drawn from `generator`."""
+    sizes = [d_in] + [width] * (layers - 1) + [d_out]
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            w = torch.randn(b, a, generator=generator)
+            q, r = torch.linalg.qr(w.T if a > b else w)
+            q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+            lin.weight.copy_(math.sqrt(2.0) * (q.T if a > b else q))
+            lin.bias.zero_()
+        mods.append(lin)
+        if i < len(sizes) - 2:
+            mods.append(nn.LeakyReLU())
+    return nn.Sequential(*mods)
+
+
+class RND(nn.Module):
+    """A frozen random target g and a trained predictor f on standardised embeddings; the score of an
+    embedding z is the mean squared error ‖f(ẑ) − g(ẑ)‖² / out_dim (FIPER's RND-OE)."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, in_dim: int, cfg: RNDConfig) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.target = _mlp(in_dim, cfg.width, cfg.out_dim, cfg.target_layers, gen).requires_grad_(False)
+        self.predictor = _mlp(in_dim, cfg.width, cfg.out_dim, cfg.predictor_layers, gen)
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Novelty score (N,) of embeddings (N, in_dim)."""
+        x = (z - self.mean) / self.std
+        return (self.predictor(x) - self.target(x)).pow(2).mean(dim=-1)
+
+    def fit(self, z: Tensor, cfg: RNDConfig) -> list[float]:
+        """Standardise on `z` (N, in_dim) and train the predictor on it; the loss every 100 steps."""
+        if z.shape[0] < 2:
+            raise ScorePolicyError(
+                "guard calibration: RND needs at least 2 embeddings to fit; roll out more episodes"
+            )
+        with torch.no_grad():
+            self.mean.copy_(z.mean(0))
+            self.std.copy_(z.std(0).clamp_min(1e-3 * float(z.std(0).max().clamp_min(1e-6))))
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        opt = torch.optim.Adam(self.predictor.parameters(), lr=cfg.lr)
+        losses: list[float] = []
+        with torch.inference_mode(False), torch.enable_grad():
+            z = z.clone()
+            for step in range(cfg.steps):
+                idx = torch.randint(0, z.shape[0], (min(cfg.batch_size, z.shape[0]),), generator=gen)
+                loss = self(z[idx]).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step % 100 == 0 or step == cfg.steps - 1:
+                    losses.append(float(loss.detach()))
+        self.eval()
+        return losses
+
+
+def novelty(policy: ChunkPolicy, rnd: RND, histories: Tensor) -> Tensor:
+    """RND score (N,) float64 of the policy's embeddings of observation histories (N, T_o, d_o), one row
+    at a time: a matrix product's bits depend on the batch size, and a row's score must not."""
+    with torch.inference_mode():
+        rows = [rnd(policy.observation_embedding(histories[i : i + 1])) for i in range(histories.shape[0])]
+    return torch.cat(rows).double()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Action-chunk entropy
+
+
+def executed_positions(chunks: Tensor, n_executed: int, mode: PositionMode) -> Tensor:
+    """Positions (..., K, D) of the executed part (first K = n_executed actions) of chunks (..., H, D)."""
+    part = chunks[..., :n_executed, :]
+    return part if mode == "action" else part.cumsum(dim=-2)
+
+
+def chunk_entropy(positions: Tensor, cell: Tensor) -> Tensor:
+    """FIPER's action-chunk entropy: for samples (N, B, K, D), bin the B positions of each prediction index
+    k on a grid of cells `cell` (D,) starting at the samples' minimum, take the Shannon entropy (bits) of
+    the cell counts, and average over k. Returns (N,) float64; 0 when all B samples share a cell, log2 B at most."""
+    b = positions.shape[1]
+    lo = positions.min(dim=1, keepdim=True).values
+    cells = torch.floor((positions - lo) / cell).to(torch.int64)  # (N, B, K, D)
+    same = (cells.unsqueeze(2) == cells.unsqueeze(1)).all(dim=-1)  # (N, B, B, K)
+    counts = same.sum(dim=2).to(torch.float64)  # (N, B, K): size of each sample's cell
+    entropy = -(torch.log2(counts / b)).sum(dim=1) / b  # -Σ_cells p log2 p = -(1/B) Σ_i log2(count_i / B)
+    return entropy.sum(dim=-1) / entropy.shape[-1]  # float64 sums of few terms: the same bits in any batch
+
+
+def cell_size(positions: Tensor, fraction: float) -> Tensor:
+    """Grid cell (D,) = `fraction` × the per-axis range of calibration positions (..., D); an axis without
+    range takes the largest range (FIPER's rule)."""
+    flat = positions.reshape(-1, positions.shape[-1])
+    span = flat.max(dim=0).values - flat.min(dim=0).values
+    top = float(span.max())
+    if top <= 0:
+        raise ScorePolicyError(
+            "guard calibration: the sampled actions never vary; the entropy score is undefined"
+        )
+    return torch.where(span > 0, span, torch.full_like(span, top)) * fraction
+
+
+# ----------------------------------------------------------------------------------------------------------
+# B chunks per decision in one batched sampler call
+
+
+def monitor_seeds(episode_seeds: Sequence[int], n_samples: int) -> list[int]:
+    """Seeds of the B monitor noise streams of each episode (row-major: episode i, sample b), derived from
+    the episode's seed and kept apart from the policy's own stream (which the episode seed itself seeds)."""
+    out: list[int] = []
+    for s in episode_seeds:
+        state = np.random.SeedSequence([int(s) % (1 << 63), 0x6775617264]).generate_state(
+            n_samples, np.uint64
+        )
+        out.extend(int(v) & ((1 << 63) - 1) for v in state)
+    return out
+
+
+def check_guardable(policy: ChunkPolicy) -> None:
+    """One-line error unless the policy is a score policy whose goal, if any, rides in the observation."""
+    if policy.cfg.kind != "score":
+        raise ScorePolicyError(
+            f"guard: a '{policy.cfg.kind}' policy cannot be guarded; the monitor needs a score policy run"
+        )
+    g = policy.cfg.goal
+    if g.enabled and not g.from_observation and g.guidance != 0:
+        raise ScorePolicyError(
+            "guard: this policy takes explicit goals; guard policies whose goal is in the observation "
+            "(goal.from_observation) or run them goal-free (guidance 0)"
+        )
+
+
+def sample_chunks(
+    policy: ChunkPolicy, history: Tensor, samples: RowGenerators, n_samples: int, *, own: bool = True
+) -> tuple[Tensor | None, Tensor]:
+    """The policy's own chunks (n, H, A), drawn from its own noise streams exactly as `predict_action_chunk`
+    would draw them, and B = n_samples monitor chunks per row (n, B, H, A) from `samples` (n·B rows,
+    row-major), all in ONE batched sampler call. With `own=False` only the monitor chunks (first item None).
+    """
+    n, cfg = history.shape[0], policy.cfg
+    if len(samples) != n * n_samples:
+        raise ValueError(f"monitor noise has {len(samples)} rows, expected {n} × {n_samples}")
+    shape = (cfg.horizon, cfg.action_dim)
+    source = policy.noise_source
+    mine: Tensor | None = None
+    if own and cfg.diffusion.sampler not in DETERMINISTIC_SAMPLERS and not isinstance(source, RowGenerators):
+        mine = policy.predict_action_chunk(history)  # one stream for the batch: it cannot be shared by rows
+        own = False
+    obs = history.repeat_interleave(n_samples, dim=0)
+    noise = samples.randn((n * n_samples, *shape))
+    rows = samples
+    if own:
+        obs, noise = torch.cat([history, obs]), torch.cat([policy.initial_noise(n), noise])
+        rows = RowGenerators.concat([source, samples]) if isinstance(source, RowGenerators) else samples
+    with policy.noise_from(rows):
+        out = policy.predict_action_chunk(obs, noise=noise)  # type: ignore[call-arg]
+    if own:
+        mine, out = out[:n], out[n:]
+    return mine, out.reshape(n, n_samples, *shape)
