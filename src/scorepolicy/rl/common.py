@@ -3,7 +3,7 @@ directory (a verified copy of the base run + the small learned part; safetensors
 
 Improved-run layout::
 
-    config.json          {"format": IMPROVED_FORMAT, "kind": "dsrl"|"residual", "method": {...},
+    config.json          {"format": IMPROVED_FORMAT, "kind": "dsrl"|"residual"|"best-of-k", "method": {...},
                           "reward": ..., "policy": <the base's policy config>, "base_sha256": ...}
     base/                model.safetensors + config.json (+ train_config.json) copied from the base run
     model.safetensors    the learned part (actor / residual network)
@@ -33,7 +33,11 @@ from scorepolicy.policies.registry import IMPROVED_FORMAT
 
 BASE_DIR = "base"
 STATE_DIR = "rl_state"
-METHOD_MODULES: dict[str, str] = {"dsrl": "scorepolicy.rl.dsrl", "residual": "scorepolicy.rl.residual"}
+METHOD_MODULES: dict[str, str] = {
+    "dsrl": "scorepolicy.rl.dsrl",
+    "residual": "scorepolicy.rl.residual",
+    "best-of-k": "scorepolicy.rl.best_of_k",
+}
 """Method name → module defining `METHOD = (ConfigClass, train_fn)` and `POLICY_CLASS` (imported lazily)."""
 
 

@@ -117,15 +117,28 @@ class NoiseVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions, dtype=np.float32)
 
+    def history(self) -> torch.Tensor:
+        """Every env's raw observation history (n_envs, T_o, obs_dim)."""
+        return torch.as_tensor(np.stack([np.stack(list(h)) for h in self.histories]))
+
+    def steps_taken(self) -> torch.Tensor:
+        """Every env's steps so far in its current episode (n_envs,)."""
+        return torch.tensor([len(a) for a in self.episode_actions])
+
     def decode(self, noise: np.ndarray) -> torch.Tensor:
         """Raw action chunks (n_envs, H, d_a) for the noise of every env: one batched base call."""
-        hist = torch.as_tensor(np.stack([np.stack(list(h)) for h in self.histories]))
+        hist = self.history()
         w = torch.as_tensor(noise).reshape(self.num_envs, *self.chunk_shape)
         return self.base.predict_action_chunk(hist, noise=w)
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         assert self._actions is not None, "step_async first"
-        chunks = self.decode(self._actions)
+        return self.step_chunks(self.decode(self._actions))
+
+    def step_chunks(
+        self, chunks: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """Execute raw chunks (n_envs, H, d_a) already decoded: the VecEnv step's results."""
         normalized = self.base.normalize("action", chunks).reshape(self.num_envs, -1).numpy()
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         dones = np.zeros(self.num_envs, dtype=bool)

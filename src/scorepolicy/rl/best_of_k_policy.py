@@ -1,0 +1,197 @@
+"""The best-of-K improved policy: the frozen base proposes K chunks, a learned critic picks one.
+
+At every decision the base decodes K initial noises (K draws from the policy's seeded per-row
+generators, one batched call of B·K rows) and the critic Q(s, executed part of the chunk, t) scores
+them; the chunk with the highest ensemble-mean Q is executed. The noise is the only thing chosen, so
+this is a policy in the base's noise space (as in DSRL) whose actor is a sampled argmax (as in
+QT-Opt), and with no critic (before the first fit) it is exactly the base. Saved as an improved run:
+the base in `base/` (verified by its sha256 on load) and only the critic in `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from scorepolicy.errors import ScorePolicyError
+from scorepolicy.files import atomic_save_tensors, atomic_write_json, from_dict, load_tensors, to_dict
+from scorepolicy.policies import PolicyConfig, ScorePolicy
+from scorepolicy.policies.base import FORMAT, FORMAT_VERSION, ArrayT, Goal
+from scorepolicy.rl.best_of_k_config import BestOfKConfig
+from scorepolicy.rl.common import (
+    BASE_DIR,
+    load_verified_base,
+    read_improved_config,
+    sha256_file,
+    write_improved_config,
+)
+
+
+class QEnsemble(nn.Module):
+    """`n` independent MLP critics with LayerNorm (Q(x) for every member: (B, n))."""
+
+    def __init__(self, in_dim: int, n: int, hidden: int, layers: int) -> None:
+        super().__init__()
+
+        def member() -> nn.Sequential:
+            mods: list[nn.Module] = []
+            for i in range(layers):
+                mods += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+            return nn.Sequential(*mods, nn.Linear(hidden, 1))
+
+        self.members = nn.ModuleList(member() for _ in range(n))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_dim) → (B, n)."""
+        return torch.cat([m(x) for m in self.members], dim=1)
+
+
+def critic_input_dim(cfg: PolicyConfig, bok: BestOfKConfig) -> int:
+    """Size of the critic's input: state history, goal entries, executed actions, and the time feature."""
+    width = cfg.goal.obs_width
+    n_exec = bok.n_action_steps or cfg.n_action_steps
+    return cfg.n_obs_steps * (cfg.obs_dim - width) + width + n_exec * cfg.action_dim + int(bok.time_feature)
+
+
+class BestOfKPolicy(ScorePolicy):
+    """A frozen score policy whose chunk is the best of K of its own samples under a critic (module doc)."""
+
+    kind = "best-of-k"
+
+    def __init__(
+        self, cfg: PolicyConfig, bok: BestOfKConfig, reward: str = "success", max_steps: int = 1
+    ) -> None:
+        if bok.n_action_steps is not None:
+            cfg = dataclasses.replace(cfg, n_action_steps=bok.n_action_steps)
+        super().__init__(cfg)
+        self.bok, self.reward, self.max_steps = bok, reward, max_steps
+        self.critic = QEnsemble(critic_input_dim(cfg, bok), bok.ensemble, bok.hidden, bok.layers)
+        self.fitted = False  # before the first fit the policy is the base (one sample, no critic)
+        self._t = 0
+
+    @classmethod
+    def from_base(cls, base: ScorePolicy, bok: BestOfKConfig, reward: str, max_steps: int) -> BestOfKPolicy:
+        """A best-of-K policy on a copy of `base` (critic freshly initialised, not yet used)."""
+        if not isinstance(base, ScorePolicy) or type(base) is not ScorePolicy:
+            raise ScorePolicyError(
+                f"best-of-K needs a score policy as its base, got a '{base.cfg.kind}' policy"
+            )
+        policy = cls(base.cfg, bok, reward, max_steps)
+        policy.load_state_dict(base.state_dict(), strict=False)
+        return policy.eval()
+
+    def set_critic(self, state: dict[str, Tensor]) -> None:
+        """Load critic weights; from now on the policy picks the best of K."""
+        self.critic.load_state_dict(state)
+        self.fitted = True
+
+    # ---------------------------------------------------------------- the critic's view
+    def features(self, obs: Tensor) -> Tensor:
+        """Flat state features of raw observation histories (B, T_o, obs_dim): the normalised state history
+        and, for goal-carrying observations, the last step's raw goal entries."""
+        width, state_dim = self.cfg.goal.obs_width, self.cfg.obs_dim - self.cfg.goal.obs_width
+        state = self.normalize("obs", obs[..., :state_dim].float()).flatten(1)
+        return torch.cat([state, obs[:, -1, state_dim:].float()], dim=1) if width else state
+
+    def critic_input(self, feats: Tensor, chunks_norm: Tensor, t: Tensor) -> Tensor:
+        """Critic input from state features (B, F), normalised chunks (B, H, d_a) and step indices (B,)."""
+        executed = chunks_norm[:, : self.cfg.n_action_steps].flatten(1)
+        parts = [feats, executed]
+        if self.bok.time_feature:
+            parts.append((t.float() / self.max_steps)[:, None])
+        return torch.cat(parts, dim=1)
+
+    def score(self, feats: Tensor, chunks_norm: Tensor, t: Tensor) -> Tensor:
+        """Ensemble-mean Q of each (state, chunk) row."""
+        return self.critic(self.critic_input(feats, chunks_norm, t)).mean(dim=1)
+
+    # ---------------------------------------------------------------- acting
+    @torch.inference_mode()
+    def choose(
+        self, obs: Tensor, noise: Tensor, t: Tensor, goal: Goal | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """For histories (B, T_o, d_o), candidate noise (B, K, H, d_a) and steps (B,): the index of the best
+        candidate per row and all raw candidate chunks (B, K, H, d_a), decoded in one batched call."""
+        b, k = noise.shape[:2]
+        hist = obs.repeat_interleave(k, dim=0)
+        if goal is not None:
+            goal = {key: torch.as_tensor(v).repeat_interleave(k, dim=0) for key, v in goal.items()}
+        chunks = super().predict_action_chunk(hist, goal=goal, noise=noise.reshape(b * k, *noise.shape[2:]))
+        if not self.fitted or k == 1:
+            return torch.zeros(b, dtype=torch.long), chunks.reshape(b, k, *chunks.shape[1:])
+        q = self.score(self.features(hist), self.normalize("action", chunks), t.repeat_interleave(k))
+        return q.reshape(b, k).argmax(dim=1), chunks.reshape(b, k, *chunks.shape[1:])
+
+    @torch.inference_mode()
+    def predict_action_chunk(
+        self,
+        obs: Tensor,
+        *,
+        goal: Goal | None = None,
+        nfe: int | None = None,
+        noise: Tensor | None = None,
+        guidance: float | None = None,
+    ) -> Tensor:
+        """Raw action chunks: the best of K base samples (the base's own chunk for a given `noise`)."""
+        self._check_obs(obs, (self.cfg.n_obs_steps, self.cfg.obs_dim))
+        if noise is not None or not self.fitted:
+            return super().predict_action_chunk(obs, goal=goal, nfe=nfe, noise=noise, guidance=guidance)
+        b = obs.shape[0]
+        candidates = torch.stack([self.initial_noise(b) for _ in range(self.bok.candidates)], dim=1)
+        best, chunks = self.choose(obs, candidates, torch.full((b,), self._t), goal)
+        return chunks[torch.arange(b), best]
+
+    def reset(self, seed: int | None = None, goal: Goal | None = None, *, seeds: Any = None) -> None:
+        """Start new episodes (the step counter of the time feature restarts at 0)."""
+        super().reset(seed, goal, seeds=seeds)
+        self._t = 0
+
+    def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
+        """One action per env (see ChunkPolicy.select_action); counts the episode's steps."""
+        action = super().select_action(obs, goal)
+        self._t += 1
+        return action
+
+    # ---------------------------------------------------------------- save / load
+    def method_config(self) -> dict[str, Any]:
+        """The method settings saved in config.json (with the step limit the time feature divides by)."""
+        return {**to_dict(self.bok), "max_steps": self.max_steps}
+
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Write an improved run: base/ (the base's weights and config), model.safetensors (the critic)
+        and config.json."""
+        directory = Path(directory)
+        base_state = {k: v for k, v in self.state_dict().items() if not k.startswith("critic.")}
+        atomic_save_tensors(directory / BASE_DIR / "model.safetensors", base_state)
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": to_dict(self.cfg)}
+        atomic_write_json(directory / BASE_DIR / "config.json", meta)
+        self.save_critic(directory)
+
+    def save_critic(self, directory: Path) -> None:
+        """model.safetensors (the critic) and config.json, for a base copy already in directory/base."""
+        atomic_save_tensors(Path(directory) / "model.safetensors", self.critic.state_dict())
+        sha = sha256_file(Path(directory) / BASE_DIR / "model.safetensors")
+        write_improved_config(directory, self.kind, self.method_config(), self.reward, self, sha)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Any:
+        """Load an improved run written by `save_pretrained` (the base verified by its hash)."""
+        directory = Path(directory)
+        meta = read_improved_config(directory)
+        base = load_verified_base(directory)
+        settings = dict(meta["method"])
+        max_steps = int(settings.pop("max_steps", 1))
+        bok = from_dict(BestOfKConfig, settings, f"{directory}/config.json: method")
+        policy = cls.from_base(base, bok, str(meta.get("reward", "success")), max_steps)  # type: ignore[arg-type]
+        tensors = load_tensors(directory / "model.safetensors")
+        expected = policy.critic.state_dict()
+        if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
+            raise ScorePolicyError(
+                f"{directory}/model.safetensors: the critic's tensors do not match config.json's method settings"
+            )
+        policy.set_critic(tensors)
+        return policy.eval()
