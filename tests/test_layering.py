@@ -51,6 +51,19 @@ RULES = (
     ),
     # ARCHITECTURE.md, the table: guard/ reads policies/ and evaluation/ (tasks come from its caller).
     Rule("scorepolicy.guard", ("scorepolicy.envs", "scorepolicy.training", "scorepolicy.rl", *API)),
+    # ARCHITECTURE.md, the table: export/ builds on policies/ (and the noise streams of diffusion/) only.
+    Rule(
+        "scorepolicy.export",
+        (
+            "scorepolicy.data",
+            "scorepolicy.envs",
+            "scorepolicy.evaluation",
+            "scorepolicy.training",
+            "scorepolicy.rl",
+            "scorepolicy.serving",
+            *API,
+        ),
+    ),
     # ARCHITECTURE.md, the table: the core values sit below data/, envs/ and evaluation/.
     Rule(
         "scorepolicy.core",
@@ -135,6 +148,9 @@ def test_no_module_imports_upward() -> None:
         ("data/x.py", "from scorepolicy.core.episodes import Episodes\nfrom . import windows\n", False),
         ("envs/x.py", "from scorepolicy.core.behaviour import behaviour_entropy\n", False),
         ("evaluation/x.py", "from scorepolicy.envs.registry import get_task\n", False),
+        ("export/x.py", "from scorepolicy.evaluation import evaluate\n", True),
+        ("export/x.py", "def f():\n    from scorepolicy.api import load_policy\n", True),
+        ("export/x.py", "from scorepolicy.policies import ScorePolicy\n", False),
     ],
 )
 def test_rules_catch_upward_imports(module: str, source: str, bad: bool) -> None:

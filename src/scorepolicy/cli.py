@@ -14,6 +14,7 @@ from scorepolicy import api
 from scorepolicy.api.jobs import check_resume_flags, recipe_job, saved_job
 from scorepolicy.commands.compare import Compare, PlanSize, format_per_task, run_compare, run_plan
 from scorepolicy.commands.data import DataCommand, run_data_command
+from scorepolicy.commands.export import Export, run_export
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.commands.serve import Serve, run_serve
 from scorepolicy.core.task import Condition
@@ -30,7 +31,7 @@ class Eval:
     """Evaluate a trained run in its simulator: success with a 95% interval, task metrics, videos, JSON."""
 
     run: tyro.conf.Positional[Path]
-    """Run directory written by `scorepolicy train`."""
+    """Run directory written by `scorepolicy train`, or a .onnx graph written by `scorepolicy export`."""
     episodes: int = 50
     """Episodes to roll out (per task for multi-task suites); env seeds are seed .. seed+episodes-1."""
     seed: int | None = None
@@ -108,7 +109,7 @@ class Latency:
     """Median milliseconds per action chunk (batch 1 by default) on the CPU."""
 
     run: tyro.conf.Positional[Path]
-    """Run directory written by `scorepolicy train`."""
+    """Run directory written by `scorepolicy train`, or a .onnx graph written by `scorepolicy export`."""
     nfe: int | None = None
     """Denoiser evaluations per chunk (default: the run's config)."""
     sampler: SamplerName | None = None
@@ -183,6 +184,7 @@ Command = (
     | Annotated[Compare, tyro.conf.subcommand("compare")]
     | Annotated[PlanSize, tyro.conf.subcommand("plan")]
     | Annotated[Serve, tyro.conf.subcommand("serve")]
+    | Annotated[Export, tyro.conf.subcommand("export")]
 )
 
 
@@ -240,12 +242,17 @@ def do_improve(job: api.ImproveJob) -> None:
 
 def do_latency(args: Latency) -> None:
     check_output_file(args.json, "--json", overwrite=args.overwrite)
-    policy = api.load_policy(args.run, args.nfe, args.sampler)
+    policy = api.load_inference_policy(args.run, args.nfe, args.sampler)
     result = api.measure_latency(policy, batch=args.batch, threads=args.threads, repeats=args.repeats)
     print(
         f"{result['denoiser']} denoiser, NFE {result['nfe']} ({result['sampler']}), batch {result['batch']}, "
-        f"{result['threads']} thread(s): {result['ms_per_chunk']:.3f} ms per chunk (median; p90 {result['ms_p90']:.3f})"
+        f"{result['threads']} thread(s), {result['path']}: {result['ms_per_chunk']:.3f} ms per chunk "
+        f"(median; p90 {result['ms_p90']:.3f})"
     )
+    if result["deprecated_apis"]:
+        print(
+            f"note: this path uses {', '.join(result['deprecated_apis'])}, deprecated in torch {result['torch_version']}"
+        )
     if args.json is not None:
         prov = provenance(api.recorded_task(args.run))
         atomic_write_json(args.json, {"run": str(args.run), **result, "provenance": prov})
@@ -350,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run_plan(command))
         elif isinstance(command, Serve):
             run_serve(command)
+        elif isinstance(command, Export):
+            print(run_export(command))
         else:
             return run_data_command(command)
     except ScorePolicyError as e:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from scorepolicy.api.runs import load_policy, run_task_name
+from scorepolicy.api.runs import load_inference_policy, load_policy, run_task_name
 from scorepolicy.core.task import Condition
 from scorepolicy.envs.registry import get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.evaluation.evaluate import write_json_atomic
 from scorepolicy.evaluation.rollout import BatchPolicy
+from scorepolicy.export.runtime import OnnxPolicy
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.baselines import denoiser_calls
-from scorepolicy.provenance import provenance
+from scorepolicy.provenance import package_version, provenance
 
 
 @contextlib.contextmanager
@@ -60,19 +63,24 @@ def evaluate_run(
     With `monitor` (a calibrated guard directory) the policy runs guarded: each episode records `alarm`
     and `first_alarm_step`, and the result gains the alarm rates on successes and on failures.
     """
-    factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
+    factory = functools.partial(load_inference_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
     policy = factory()
     rollout: BatchPolicy = policy
     rollout_factory: Callable[[], BatchPolicy] = factory
     guard: dict[str, Any] = {}
     if monitor is not None:
+        if isinstance(policy, OnnxPolicy):
+            raise ScorePolicyError(
+                f"--monitor: the guard reads the torch policy's embedding; evaluate the run, not {run_dir}"
+            )
         rollout, guard = _guard(policy, monitor)
-        rollout_factory = functools.partial(_guarded_policy, factory, monitor)
+        torch_factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
+        rollout_factory = functools.partial(_guarded_policy, torch_factory, monitor)
     the_task = get_task(task or run_task_name(run_dir), condition)
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
         "policy": policy.cfg.kind,
-        "nfe": denoiser_calls(policy),
+        "nfe": chunk_denoiser_calls(policy),
         "sampler": sampler_name(policy),
         "schedule": d.schedule,
         "sample_sigma_max": d.sample_sigma_max,
@@ -82,6 +90,7 @@ def evaluate_run(
     extra["run"] = str(run_dir)
     extra.update(guard)
     fingerprint = {**cfg.fingerprint, **extra}
+    extra["path"] = policy.inference_path()
     if latency:
         extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
     extra["provenance"] = provenance(the_task.name)
@@ -112,7 +121,12 @@ def _guarded_policy(factory: Callable[[], ChunkPolicy], monitor: Path) -> BatchP
     return _guard(factory(), monitor)[0]
 
 
-def sampler_name(policy: ChunkPolicy) -> str | None:
+def chunk_denoiser_calls(policy: ChunkPolicy | OnnxPolicy) -> int:
+    """Denoiser calls per action chunk (the real NFE) of a torch policy or an exported graph."""
+    return policy.denoiser_calls if isinstance(policy, OnnxPolicy) else denoiser_calls(policy)
+
+
+def sampler_name(policy: ChunkPolicy | OnnxPolicy) -> str | None:
     """The sampler a policy's chunks come from: the score sampler, DDPM's ('ddpm'/'ddim'), None for MSE-BC."""
     return {"ddpm": policy.cfg.ddpm.sampler, "mse-bc": None}.get(
         policy.cfg.kind, policy.cfg.diffusion.sampler
@@ -120,9 +134,13 @@ def sampler_name(policy: ChunkPolicy) -> str | None:
 
 
 def measure_latency(
-    policy: ChunkPolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
+    policy: ChunkPolicy | OnnxPolicy, *, batch: int = 1, threads: int = 1, repeats: int = 200
 ) -> dict[str, Any]:
-    """Median and p90 wall-clock milliseconds per action chunk (predict_action_chunk) at a batch size."""
+    """Median and p90 wall-clock milliseconds per action chunk (predict_action_chunk) at a batch size,
+    with the inference path that ran ('onnx', 'torch-graph', 'torch-denoiser-graph', 'torch-eager'), the
+    versions, and the APIs of that path which this torch marks deprecated."""
+    if isinstance(policy, OnnxPolicy):
+        policy.set_threads(threads)
     with torch_threads(threads):
         obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim)
         obs[..., : policy.obs_min.shape[0]] += (policy.obs_min + policy.obs_max) / 2  # goal entries: task 0
@@ -139,11 +157,41 @@ def measure_latency(
         "ms_p90": times[int(0.9 * (len(times) - 1))],
         "threads": threads,
         "batch": batch,
-        "nfe": denoiser_calls(policy),
+        "nfe": chunk_denoiser_calls(policy),
         "sampler": sampler_name(policy),
         "denoiser": policy.cfg.denoiser,
         "repeats": repeats,
+        **inference_versions(policy),
     }
+
+
+TORCHSCRIPT_PATHS = ("torch-graph", "torch-denoiser-graph")
+"""Inference paths that run frozen TorchScript graphs (torch.jit.trace + freeze)."""
+
+
+def inference_versions(policy: ChunkPolicy | OnnxPolicy) -> dict[str, Any]:
+    """The inference path of a policy, the torch and onnxruntime versions (the latter for the ONNX path),
+    and the APIs that path uses which this torch marks deprecated (found from torch's own warnings)."""
+    path = policy.inference_path()
+    return {
+        "path": path,
+        "torch_version": torch.__version__,
+        "onnxruntime_version": package_version("onnxruntime") if path == "onnx" else None,
+        "deprecated_apis": list(torchscript_deprecations()) if path in TORCHSCRIPT_PATHS else [],
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def torchscript_deprecations() -> tuple[str, ...]:
+    """The TorchScript calls of the frozen graph path (trace, freeze, optimize_for_inference) that this torch
+    marks deprecated, read from the DeprecationWarnings it emits for a tiny module."""
+    module = torch.nn.Linear(2, 2).eval()
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(module, (torch.zeros(1, 2),), check_trace=False)
+        torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    text = " ".join(str(w.message) for w in caught if issubclass(w.category, DeprecationWarning))
+    return tuple(dict.fromkeys(re.findall(r"`(torch\.jit\.\w+)` is deprecated", text)))
 
 
 def plot_rollouts(result: dict[str, Any], path: Path) -> None:

@@ -7,14 +7,23 @@ import shutil
 import uuid
 from pathlib import Path
 
+import torch
+
 from scorepolicy.data.dataset_task import DATASET_TASK, no_simulator_message
 from scorepolicy.errors import ScorePolicyError
+from scorepolicy.export.graph import read_metadata
+from scorepolicy.export.runtime import OnnxPolicy, is_onnx_path
 from scorepolicy.files import fsync_directory, read_json
 from scorepolicy.policies import ChunkPolicy, policy_class
 
 
 def run_task_name(run_dir: Path) -> str:
-    """The task a run was trained for (from its train_config.json)."""
+    """The task a run was trained for (from its train_config.json, or an exported graph's metadata)."""
+    if is_onnx_path(run_dir):
+        task = read_metadata(run_dir).get("task")
+        if not task:
+            raise ScorePolicyError(f"{run_dir}: its metadata names no task; pass --task explicitly")
+        return str(task)
     meta = read_json(Path(run_dir) / "train_config.json")
     if not isinstance(meta, dict) or "task" not in meta:
         raise ScorePolicyError(f"{run_dir}/train_config.json: field 'task' missing; pass --task explicitly")
@@ -24,7 +33,11 @@ def run_task_name(run_dir: Path) -> str:
 
 
 def recorded_task(run_dir: Path) -> str | None:
-    """The task named in a run's train_config.json, or None when the file or field is missing."""
+    """The task named in a run's train_config.json (an exported graph's metadata), or None when the file
+    or field is missing."""
+    if is_onnx_path(run_dir):
+        task = read_metadata(run_dir).get("task") if Path(run_dir).is_file() else None
+        return str(task) if task else None
     path = Path(run_dir) / "train_config.json"
     meta = read_json(path) if path.is_file() else None
     return str(meta["task"]) if isinstance(meta, dict) and meta.get("task") else None
@@ -55,6 +68,32 @@ def load_policy(
         policy.cfg.goal.guidance = guidance
     policy_class(policy.cfg.kind).check_config(policy.cfg, "inference options")
     return policy.optimize_for_inference()
+
+
+def load_inference_policy(
+    path: Path,
+    nfe: int | None = None,
+    sampler: str | None = None,
+    sample_sigma_max: float | None = None,
+    guidance: float | None = None,
+) -> ChunkPolicy | OnnxPolicy:
+    """`load_policy` for a run directory; for an exported graph (.onnx) an `OnnxPolicy` with as many
+    onnxruntime threads as torch has now (overrides must match what the graph was exported with)."""
+    if not is_onnx_path(path):
+        return load_policy(path, nfe, sampler, sample_sigma_max, guidance)
+    policy = OnnxPolicy(path, threads=torch.get_num_threads())
+    d, g = policy.cfg.diffusion, policy.cfg.goal
+    for flag, asked, exported in (
+        ("--nfe", nfe, d.nfe),
+        ("--sampler", sampler, d.sampler),
+        ("--sample-sigma-max", sample_sigma_max, d.sample_sigma_max),
+        ("--guidance", guidance, g.guidance if g.enabled else None),
+    ):
+        if asked is not None and asked != exported:
+            raise ScorePolicyError(
+                f"{flag} {asked}: {path} was exported with {exported}; export the run again with that setting"
+            )
+    return policy
 
 
 def install_snapshot(snapshot: Path, target: Path, train_config: Path | None = None) -> None:

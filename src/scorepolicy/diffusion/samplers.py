@@ -3,14 +3,17 @@
 Every sampler has one signature: `sample_<name>(denoise, x, sigmas, *, generator=None, callback=None)`.
 `denoise(x, sigma) -> x0_hat` is the preconditioned denoiser D(x; σ) with the condition and guidance
 already closed over; `sigma` is passed as a (B,) tensor. `sigmas` is a decreasing schedule ending in 0
-(see `schedules.py`); `x` starts as σ_0 · N(0, I). `callback(i, x, sigma, denoised)` sees every step.
+(see `schedules.py`), as a tensor or as plain floats (`tensor.tolist()`): with floats the deterministic
+samplers branch on Python numbers only, so that `torch.export` can trace a whole chunk into one graph.
+`x` starts as σ_0 · N(0, I). `callback(i, x, sigma, denoised)` sees every step.
 Stochastic samplers draw their noise from `generator`: one `torch.Generator` for the batch, or
 `RowGenerators` (one stream per row, so a row's samples do not depend on the batch it is in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -19,18 +22,28 @@ from torch import Tensor
 from scorepolicy.diffusion.random import NoiseSource, randn
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-Callback = Callable[[int, Tensor, Tensor, Tensor], None] | None
+Level = Tensor | float
+"""One noise level of a schedule: a 0-d tensor, or a float of a schedule given as floats."""
+Sigmas = Tensor | Sequence[float]
+"""A decreasing schedule ending in 0, as a tensor or as plain floats."""
+Callback = Callable[[int, Tensor, Level, Tensor], None] | None
 SamplerName = Literal["euler", "heun", "ddim", "dpmpp_2m", "euler_ancestral"]
 
 
-def _call(denoise: Denoiser, x: Tensor, sigma: Tensor) -> Tensor:
-    return denoise(x, sigma.expand(x.shape[0]))
+def _call(denoise: Denoiser, x: Tensor, sigma: Level) -> Tensor:
+    if isinstance(sigma, Tensor):
+        return denoise(x, sigma.expand(x.shape[0]))
+    return denoise(x, x.new_full((x.shape[0],), sigma))
+
+
+def _log(v: Level) -> Level:
+    return v.log() if isinstance(v, Tensor) else math.log(v)
 
 
 def sample_euler(
     denoise: Denoiser,
     x: Tensor,
-    sigmas: Tensor,
+    sigmas: Sigmas,
     *,
     generator: NoiseSource | None = None,
     callback: Callback = None,
@@ -47,7 +60,7 @@ def sample_euler(
 def sample_heun(
     denoise: Denoiser,
     x: Tensor,
-    sigmas: Tensor,
+    sigmas: Sigmas,
     *,
     generator: NoiseSource | None = None,
     callback: Callback = None,
@@ -71,7 +84,7 @@ def sample_heun(
 def sample_ddim(
     denoise: Denoiser,
     x: Tensor,
-    sigmas: Tensor,
+    sigmas: Sigmas,
     *,
     generator: NoiseSource | None = None,
     callback: Callback = None,
@@ -93,7 +106,7 @@ def sample_ddim(
 def sample_dpmpp_2m(
     denoise: Denoiser,
     x: Tensor,
-    sigmas: Tensor,
+    sigmas: Sigmas,
     *,
     generator: NoiseSource | None = None,
     callback: Callback = None,
@@ -107,8 +120,8 @@ def sample_dpmpp_2m(
             callback(i, x, sigma, denoised)
         d_hat = denoised
         if prev_denoised is not None and sigma_next > 0:
-            h = (sigma / sigma_next).log()
-            h_last = (sigmas[i - 1] / sigma).log()
+            h = _log(sigma / sigma_next)
+            h_last = _log(sigmas[i - 1] / sigma)
             r = h_last / h
             d_hat = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * prev_denoised
         ratio = sigma_next / sigma

@@ -220,7 +220,8 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                 )
             task = torch.as_tensor(goal["task"]).reshape(-1).long()
             task = task.expand(batch) if task.numel() == 1 else task
-            if task.shape[0] != batch or bool(((task < 0) | (task >= g.n_tasks)).any()):
+            checked = not torch.compiler.is_exporting()  # a graph cannot raise: its caller checks values
+            if checked and (task.shape[0] != batch or bool(((task < 0) | (task >= g.n_tasks)).any())):
                 raise ScorePolicyError(f"goal: 'task' must be {batch} ids in 0..{g.n_tasks - 1}")
         if g.goal_dim > 0:
             if goal.get("goal") is None:
@@ -228,10 +229,15 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                     f"goal: field 'goal' missing; this policy needs goal vectors of size {g.goal_dim}"
                 )
             self._check_goal_size(goal)
-            raw = torch.as_tensor(np.asarray(goal["goal"], dtype=np.float32)).reshape(-1, g.goal_dim)
+            value = goal["goal"]
+            raw = (
+                value.float() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, np.float32))
+            )
+            raw = raw.reshape(-1, g.goal_dim)
             if raw.shape[0] == 1 and batch > 1:
                 raw = raw.expand(batch, -1)
-            if raw.shape[0] != batch or not torch.isfinite(raw).all():
+            checked = not torch.compiler.is_exporting()
+            if checked and (raw.shape[0] != batch or not torch.isfinite(raw).all()):
                 raise ScorePolicyError(f"goal: 'goal' must be finite, of shape ({batch}, {g.goal_dim})")
             vec = self.normalize("goal", raw)
         return task, vec
@@ -240,7 +246,8 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         """A goal vector of the wrong size names the expected one."""
         g = self.cfg.goal
         if g.goal_dim > 0 and goal.get("goal") is not None:
-            size = np.asarray(goal["goal"]).shape[-1]
+            value = goal["goal"]
+            size = (value if isinstance(value, Tensor) else np.asarray(value)).shape[-1]
             if size != g.goal_dim:
                 raise ScorePolicyError(f"goal: expected goal vectors of size {g.goal_dim}, got size {size}")
 
@@ -283,6 +290,11 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             fast = frozen_trace(self.denoiser, (x, feat, cond), "optimize_for_inference", "eager inference")
         self._fast[:] = [fast] if fast is not None else []
         return self
+
+    def inference_path(self) -> str:
+        """How `predict_action_chunk` runs now: 'torch-denoiser-graph' (the denoiser as a frozen TorchScript
+        graph, after `optimize_for_inference`) or 'torch-eager'."""
+        return "torch-denoiser-graph" if self._fast else "torch-eager"
 
     def _clear_caches(self) -> None:
         self._frozen = False

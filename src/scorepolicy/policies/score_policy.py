@@ -42,11 +42,28 @@ class ScheduleLevels:
         self.prepared = prepared
         positive = sigmas[sigmas > 0]
         self.precond = [edm_precond(positive[i : i + 1], sigma_data) for i in range(len(positive))]
-        self._index = {v: i for i, v in enumerate(sigmas.tolist()) if v > 0}
+        self.values: list[float] = sigmas.tolist()
+        """The schedule as floats (exactly the tensor's values)."""
+        self._index = {v: i for i, v in enumerate(self.values) if v > 0}
+        self._calls: dict[str, list[int | None]] = {}
 
     def level(self, sigma: Tensor) -> int | None:
         """Index of σ in the schedule (samplers pass the schedule's own entries), None if off-schedule."""
         return self._index.get(float(sigma.reshape(-1)[0]))
+
+    def call_levels(self, sampler: str) -> list[int | None]:
+        """The level of each denoiser call a deterministic sampler makes on this schedule, in call order
+        (found once by running it with a stand-in denoiser; fixed for a schedule and a sampler)."""
+        if sampler not in self._calls:
+            found: list[int | None] = []
+
+            def probe(x: Tensor, sigma: Tensor) -> Tensor:
+                found.append(self.level(sigma))
+                return torch.zeros_like(x)
+
+            get_sampler(sampler)(probe, torch.zeros(1, 1), self.values)
+            self._calls[sampler] = found
+        return self._calls[sampler]
 
 
 @register_policy("score")
@@ -166,9 +183,21 @@ class ScorePolicy(ChunkPolicy):
         return self._sample_chunk(obs.float(), noise, goal, nfe, guidance)
 
     def _sample_chunk(
-        self, obs: Tensor, noise: Tensor, goal: Goal | None, nfe: int | None, guidance: float | None
+        self,
+        obs: Tensor,
+        noise: Tensor,
+        goal: Goal | None,
+        nfe: int | None,
+        guidance: float | None,
+        *,
+        unrolled: bool = False,
     ) -> Tensor:
-        """Raw observation histories and standard-normal noise → raw action chunks (the sampler run)."""
+        """Raw observation histories and standard-normal noise → raw action chunks (the sampler run).
+
+        `unrolled` (deterministic samplers, for `torch.export`): the schedule is given to the sampler as
+        floats and each denoiser call finds its level by its place in the call order, so that no Python
+        branch reads a tensor; same arithmetic otherwise.
+        """
         cfg = self.cfg
         state, goal = self.split_observation(obs, goal)
         cond = self._sampling_condition(self.normalize("obs", state), goal, guidance)
@@ -176,21 +205,29 @@ class ScorePolicy(ChunkPolicy):
         lam = cfg.goal.guidance if guidance is None else guidance
         guided = len(cond) == 2
         cond_all = torch.cat(cond) if guided else cond[0]
+        order = iter(levels.call_levels(cfg.diffusion.sampler)) if unrolled else None
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            i = levels.level(sigma)
+            i = levels.level(sigma) if order is None else next(order)
             net = self._level_net(levels, i, cond_all)
             pre = None if i is None else levels.precond[i]  # the same scalings, computed once
             if not guided:
                 return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data, pre)
             sigma2 = sigma.repeat(2) if sigma.numel() > 1 else sigma
             both = edm_denoise(net, torch.cat([x, x]), sigma2, cfg.diffusion.sigma_data, pre)
-            uncond, conditional = both.chunk(2)
+            b = x.shape[0]  # slices, not chunk(2): ONNX's SplitToSequence trips onnxscript's folding
+            uncond, conditional = both[:b], both[b:]
             return guide(conditional, uncond, lam)
 
         sampler = get_sampler(cfg.diffusion.sampler)
-        x = sampler(denoise, noise * levels.sigmas[0], levels.sigmas, generator=self.noise_source)
+        sigmas = levels.values if unrolled else levels.sigmas
+        x = sampler(denoise, noise * sigmas[0], sigmas, generator=self.noise_source)
         return self.unnormalize("action", x.clamp(-1.0, 1.0))
+
+    def inference_path(self) -> str:
+        """How `predict_action_chunk` runs now: 'torch-graph' (the whole chunk as one frozen TorchScript
+        graph), else 'torch-denoiser-graph' or 'torch-eager'."""
+        return "torch-graph" if self._chunk_graph(None) is not None else super().inference_path()
 
     def _chunk_graph(self, nfe: int | None) -> torch.jit.ScriptModule | None:
         """The whole chunk (condition, every sampler step, unnormalisation) as one frozen TorchScript
@@ -225,6 +262,33 @@ class ScorePolicy(ChunkPolicy):
             )
         finally:
             self._fast[:] = fast
+
+    def export_module(self, nfe: int | None = None) -> torch.nn.Module:
+        """The whole chunk at this schedule as a module for `torch.export` (and ONNX): raw observation
+        histories, the standard-normal initial noise and, where the graph needs them, task ids and goal
+        vectors → raw action chunks, with conditioning, every sampler step, guidance and unnormalisation
+        inside. Deterministic samplers only. Leaves the policy in eval mode with its caches valid."""
+        d = self.cfg.diffusion
+        if d.sampler not in DETERMINISTIC_SAMPLERS:
+            raise ScorePolicyError(
+                f"--sampler {d.sampler}: draws fresh noise at every step, which a graph with one noise input "
+                f"cannot reproduce; choose a deterministic sampler ({', '.join(DETERMINISTIC_SAMPLERS)})"
+            )
+        self.eval()
+        self._clear_caches()
+        self._frozen = True  # schedule and statistics cached as real values before tracing; no TorchScript
+        self._schedule(nfe).call_levels(d.sampler)
+        for name in self.normalized_fields():
+            self._scale(name)
+        return _ExportChunk(self, nfe)
+
+    def graph_goal_inputs(self) -> tuple[str, ...]:
+        """Goal inputs an exported chunk takes besides obs and noise: 'task' (int64 ids) and/or 'goal'
+        (raw vectors), unless the goal rides in the observation or guidance 0 makes the policy goal-free."""
+        g = self.cfg.goal
+        if not g.enabled or g.from_observation or g.guidance == 0.0:
+            return ()
+        return tuple(name for name, used in (("task", g.n_tasks > 0), ("goal", g.goal_dim > 0)) if used)
 
     def _sampling_condition(self, obs: Tensor, goal: Goal | None, guidance: float | None) -> list[Tensor]:
         """[cond] for one pass, or [uncond, cond] when guidance mixes both."""
@@ -285,6 +349,22 @@ class _ChunkSampler(torch.nn.Module):
 
     def forward(self, obs: Tensor, noise: Tensor) -> Tensor:
         return self.policy._sample_chunk(obs, noise, None, self.nfe, None)
+
+
+class _ExportChunk(torch.nn.Module):
+    """`policy._sample_chunk` unrolled at a fixed schedule, with the goal as tensors: for torch.export."""
+
+    def __init__(self, policy: ScorePolicy, nfe: int | None) -> None:
+        super().__init__()
+        self.policy, self.nfe = policy, nfe
+        self.goal_inputs = policy.graph_goal_inputs()
+
+    def forward(
+        self, obs: Tensor, noise: Tensor, task: Tensor | None = None, goal: Tensor | None = None
+    ) -> Tensor:
+        given = {"task": task, "goal": goal}
+        explicit: Goal | None = {k: given[k] for k in self.goal_inputs} or None
+        return self.policy._sample_chunk(obs, noise, explicit, self.nfe, None, unrolled=True)
 
 
 __all__ = ["DiffusionConfig", "PolicyConfig", "ScorePolicy", "read_policy_config"]
