@@ -1,4 +1,4 @@
-"""RL improvement benchmark (issue 12): a trained base vs its DSRL- (and residual-) improved versions.
+"""RL improvement benchmark (issue 12): a trained base vs its DSRL-, residual- and best-of-K-improved versions.
 
 For each method: `api.improve` on the base run (curve points on validation seeds, env-step and
 wall-clock budgets), then every policy — the base and each improved one — on the same test episodes
@@ -31,6 +31,7 @@ from scorepolicy.evaluation import EvalConfig
 from scorepolicy.evaluation.stats import barnard_pvalue
 from scorepolicy.files import atomic_write_json, read_json
 from scorepolicy.provenance import provenance
+from scorepolicy.rl.best_of_k_config import BestOfKConfig
 from scorepolicy.rl.dsrl_config import DSRLConfig
 from scorepolicy.rl.residual import ResidualConfig
 
@@ -51,7 +52,7 @@ class Args:
 
     base: Path = Path("/work/runs/pusht")
     """Run directory of the trained base (read only: it is copied into each improved run)."""
-    methods: tuple[str, ...] = ("dsrl", "residual")
+    methods: tuple[str, ...] = ("dsrl", "residual", "best-of-k")
     """Methods to run (a method not available in this version is reported as skipped)."""
     work: Path = Path("runs/bench_improve")
     """Where the improved runs are written (one sub-directory per method)."""
@@ -79,6 +80,8 @@ class Args:
     """DSRL settings."""
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     """Residual RL settings."""
+    best_of_k: BestOfKConfig = field(default_factory=BestOfKConfig)
+    """Best-of-K settings."""
     residual_env_steps: int | None = None
     """Env-step budget of the residual method (default: --env-steps)."""
     resume: bool = False
@@ -119,6 +122,7 @@ def run_method(args: Args, method: str) -> dict[str, Any]:
         progress=False,
         dsrl=args.dsrl,
         residual=args.residual,
+        best_of_k=args.best_of_k,
     )
     t0 = time.monotonic()
     result = api.improve(job)
@@ -168,8 +172,9 @@ def test_policy(args: Args, run: Path) -> dict[str, Any]:
     }
 
 
-def chunk_latencies(runs: dict[str, Path], nfe: int, repeats: int = 200) -> dict[str, float]:
-    """Median ms per chunk of each run at batch 1 on one thread: the n_action_steps `select_action` calls
+def chunk_latencies(runs: dict[str, Path], nfe: int, repeats: int = 200) -> dict[str, tuple[float, int]]:
+    """(median ms per chunk, actions per chunk) of each run at batch 1 on one thread: the n_action_steps
+    `select_action` calls
     of one chunk (the base's chunk plus whatever the improved policy adds per chunk or per step), on a
     real first observation of the task. The policies are timed in turns (one chunk each per round), so
     that a changing machine load affects them alike."""
@@ -186,7 +191,7 @@ def chunk_latencies(runs: dict[str, Path], nfe: int, repeats: int = 200) -> dict
                 policy.select_action(obs)
             if i >= 20:
                 times[name].append((time.perf_counter() - t0) * 1000)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: (float(np.median(t)), policies[name].cfg.n_action_steps) for name, t in times.items()}
 
 
 def main(args: Args) -> dict[str, Any]:
@@ -203,8 +208,9 @@ def main(args: Args) -> dict[str, Any]:
         if "run" in info:
             tests[method] = test_policy(args, Path(info["run"]))
     runs = {"base": args.base, **{m: Path(info["run"]) for m, info in methods.items() if "run" in info}}
-    for name, ms in chunk_latencies(runs, args.nfe).items():
+    for name, (ms, n_actions) in chunk_latencies(runs, args.nfe).items():
         tests[name]["latency_ms"] = ms
+        tests[name]["latency_ms_per_action"] = ms / n_actions  # chunks of different lengths compared fairly
     base = tests["base"]
     for name, row in tests.items():
         if name != "base":
@@ -228,7 +234,10 @@ def main(args: Args) -> dict[str, Any]:
 
 def table(tests: dict[str, Any], methods: dict[str, Any]) -> str:
     """The result table as text (behaviour entropy where the task has behaviours)."""
-    head = f"{'policy':10} {'success':>8} {'95% CI':>15} {'score':>7} {'entropy':>8} {'p vs base':>10} {'ms/chunk':>9} {'minutes':>8}"
+    head = (
+        f"{'policy':10} {'success':>8} {'95% CI':>15} {'score':>7} {'entropy':>8} {'p vs base':>10} "
+        f"{'ms/chunk':>9} {'ms/action':>9} {'minutes':>8}"
+    )
     lines = [head]
     for name, row in tests.items():
         lo, hi = row["success_ci"]
@@ -238,7 +247,8 @@ def table(tests: dict[str, Any], methods: dict[str, Any]) -> str:
         minutes = f"{methods[name]['wall_minutes']:.1f}" if name in methods else "-"
         ci = f"[{lo:.2f}, {hi:.2f}]"
         lines.append(
-            f"{name:10} {row['success_rate']:8.3f} {ci:>15} {score:>7} {entropy:>8} {p:>10} {row['latency_ms']:9.3f} {minutes:>8}"
+            f"{name:10} {row['success_rate']:8.3f} {ci:>15} {score:>7} {entropy:>8} {p:>10} {row['latency_ms']:9.3f} "
+            f"{row['latency_ms_per_action']:9.3f} {minutes:>8}"
         )
     return "\n".join(lines)
 

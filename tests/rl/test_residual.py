@@ -295,6 +295,14 @@ def test_improve_residual_writes_a_run_that_eval_loads(
     assert timed["ms_per_chunk"] > 0 and timed["nfe"] == 3
     cfg = EvalConfig(episodes=20, seed=0, n_envs=20, progress=False)
     assert evaluate(policy, reach_task, cfg)["success_rate"] == float(result["curve"][-1]["success_rate"])
+    import scorepolicy.api.evaluation as eval_module
+
+    monkeypatch.setattr(
+        eval_module, "get_task", lambda name, *a: reach_task if name == "reach" else real(name, *a)
+    )
+    via_api = api.evaluate_run(tmp_path / "res", cfg, nfe=3)  # what `scorepolicy eval RUN` runs
+    assert via_api["success_rate"] == float(result["curve"][-1]["success_rate"])
+    assert via_api["path"] == policy.base.inference_path()
     state = json.loads((tmp_path / "res" / "rl_state" / "state.json").read_text())
     assert state["progress"]["env_steps"] == 160
     resumed = api.improve(dataclasses.replace(job, env_steps=240, resume=True))

@@ -188,6 +188,11 @@ class ResidualPolicy(nn.Module):
         """The base's observation normalisation maximum."""
         return self.base.obs_max
 
+    def inference_path(self) -> str:
+        """How the base's chunks are computed (see ChunkPolicy.inference_path); the residual step runs
+        as a frozen graph after `optimize_for_inference`."""
+        return self.base.inference_path()
+
     def optimize_for_inference(self) -> ResidualPolicy:
         """Freeze for fast inference: the base's whole-chunk graph, and one frozen TorchScript graph for
         the residual step (features, actor, bounded correction); `set_actor` or `train()` undo the latter."""
