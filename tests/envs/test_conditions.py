@@ -90,8 +90,8 @@ def test_nominal_pusht_is_unchanged() -> None:
 
 def test_defaults_are_filled_in_and_recorded() -> None:
     task = get_task("obstacles", "block-shift")
-    assert task.condition == Condition("block-shift", 0.2, 15)
-    assert task.condition.as_dict() == {"name": "block-shift", "scale": 0.2, "step": 15}
+    assert task.condition == Condition("block-shift", 0.2, 30)
+    assert task.condition.as_dict() == {"name": "block-shift", "scale": 0.2, "step": 30}
     assert get_task("obstacles", "obs-noise", 0.07).condition.as_dict() == {
         "name": "obs-noise",
         "scale": 0.07,

@@ -81,9 +81,11 @@ OBSTACLE_CONDITIONS = ConditionModel(
     task="obstacles",
     units="unit-square field",
     default_scale={"obs-noise": 0.03, "block-shift": 0.2, "unseen-start": 0.2},
-    default_shift_step=15,
+    default_shift_step=30,
     noisy=obstacle_noisy_obs,
     shift=obstacle_shift,
     unseen_start=obstacle_unseen_start,
 )
-"""The obstacle task's conditions."""
+"""The obstacle task's conditions. The defaults (noise 0.03, a 0.2 jump after step 30 — between rows 2 and
+3 —, starts 0.2 beside the box) cut the 4,000-step demo policy's success on seeds 0..99 from 82% to
+32-53% (README); the shift was tuned on those seeds (0.1-0.3 after steps 15-35 gave 52-81%)."""
