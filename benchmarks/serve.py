@@ -5,7 +5,8 @@ The server runs as `scorepolicy serve` in its own process (one inference thread,
 rate limit); clients are PolicyClients on threads of this process, each in its own session, each sending
 its next request when the previous reply arrived. `select_action` re-plans every n_action_steps calls, so
 most calls pop a queued action and every n_action_steps-th runs a whole chunk: the p50 is a queued call,
-the p99 a chunk. In-process and one-client round trips are timed in alternating blocks on the same
+the p99 a chunk. The server's own handling time (decode, checks, policy call, reply; no network) is
+timed by calling its handler directly. In-process and one-client round trips are timed in alternating blocks on the same
 observation sequence, so call i of each does the same work; the overhead is the difference of the p50s
 (and the median of the per-call differences). Also timed: `ping` (transport only) and `predict_chunk`
 against `predict_action_chunk` in-process. The machine's load average is recorded with the numbers.
@@ -155,6 +156,42 @@ def chunks(url: str, policy: ChunkPolicy, args: Args) -> dict[str, Any]:
     }
 
 
+def server_handling(run: Path, calls: int) -> dict[str, Any]:
+    """The server's own time per request without network or process scheduling: its request handler
+    (decode, checks, policy call, reply) called directly in this process, for ping and select_action."""
+    import asyncio
+    import copy
+
+    from scorepolicy.serving import PolicyServer, ServeConfig
+    from scorepolicy.serving.session import Session, TokenBucket
+    from scorepolicy.serving.wire import pack
+
+    server = PolicyServer(run, ServeConfig(port=0, rate=0))
+    session = Session(1, "benchmark", TokenBucket(0, 1))
+    session.policy = copy.deepcopy(server.template)
+    obs = np.random.default_rng(2).uniform(0, 512, size=(calls, server.spec.obs_dim)).astype(np.float32)
+
+    async def run_all() -> dict[str, Any]:
+        await server.start()  # the inference thread; clients never connect
+        try:
+            out = {}
+            for name, frames in (
+                ("ping", [pack({"type": "ping"})] * calls),
+                ("select_action", [pack({"type": "select_action", "obs": o}) for o in obs]),
+            ):
+                ms = []
+                for frame in frames:
+                    t0 = time.perf_counter()
+                    pack(await server._reply(session, frame))  # the handler of a connection's frames
+                    ms.append((time.perf_counter() - t0) * 1000.0)
+                out[name] = quantiles(ms)
+            return out
+        finally:
+            await server.stop()
+
+    return asyncio.run(run_all())
+
+
 def concurrent(url: str, n_clients: int, total: int, obs_dim: int) -> dict[str, Any]:
     """n_clients sessions, each sending total/n_clients select_action requests back to back."""
     per_client = max(1, total // n_clients)
@@ -205,6 +242,7 @@ def main(args: Args) -> dict[str, Any]:
             .uniform(0, 512, size=(args.block_calls, policy.cfg.obs_dim))
             .astype(np.float32)
         )
+        handling = server_handling(run, args.block_calls * args.blocks)
         proc, url = start_server(run)
         try:
             single = overhead(url, policy, obs, args)
@@ -225,6 +263,7 @@ def main(args: Args) -> dict[str, Any]:
         },
         "setup": "server: `scorepolicy serve --rate 0` child process, one inference thread, 1 torch thread; clients: "
         "PolicyClient threads in the benchmark process; loopback; batch 1",
+        "server_handling_ms": handling,
         "one_client": single,
         "chunk": chunk,
         "loopback": loopback,
@@ -248,6 +287,11 @@ def print_table(r: dict[str, Any]) -> None:
         f"one client select_action p50 {one['one_client_select_action_ms']['p50']:.3f} ms "
         f"(overhead p50 {one['overhead_p50_ms']:.3f} ms, paired median {one['overhead_median_paired_ms']:.3f} ms); "
         f"ping p50 {one['ping_ms']['p50']:.3f} ms"
+    )
+    h = r["server_handling_ms"]
+    print(
+        f"server handling without network: ping p50 {h['ping']['p50'] * 1000:.1f} µs, select_action p50 "
+        f"{h['select_action']['p50'] * 1000:.1f} µs (p99 {h['select_action']['p99']:.3f} ms: chunks via the inference thread)"
     )
     c = r["chunk"]
     print(
