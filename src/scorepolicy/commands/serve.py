@@ -51,6 +51,9 @@ class Serve:
     """Control rate the policy was trained at, reported to clients in the metadata (default: unknown)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Server log level (connections, refused requests, errors with tracebacks: on the server only)."""
+    monitor: Path | None = None
+    """Guard the policy with this calibrated monitor (`scorepolicy guard calibrate`): every select_action
+    reply then carries the alarm (raised, windowed scores, thresholds, first alarm step)."""
 
     def __post_init__(self) -> None:
         check_field("--port", self.port, at_least=0, at_most=65535)
@@ -90,6 +93,18 @@ def server_config(cmd: Serve) -> Any:
     return config
 
 
+def served_policy(cmd: Serve) -> Any:
+    """The run's policy with the command's sampling options, guarded by --monitor when given."""
+    from scorepolicy import api
+
+    policy = api.load_policy(cmd.run, cmd.nfe, cmd.sampler)
+    if cmd.monitor is None:
+        return policy
+    from scorepolicy.guard import GuardedPolicy, Monitor
+
+    return GuardedPolicy(policy, Monitor.load(cmd.monitor))  # checks it was calibrated for this policy
+
+
 def run_serve(cmd: Serve) -> None:
     """Serve until Ctrl-C / SIGTERM; prints the address once listening."""
     try:
@@ -98,10 +113,9 @@ def run_serve(cmd: Serve) -> None:
         raise ScorePolicyError(
             f"serve needs the serve extra: pip install 'scorepolicy[serve]' ({e})"
         ) from None
-    from scorepolicy import api
 
     config = server_config(cmd)  # before loading the policy: an unsafe bind is refused at once
-    policy = api.load_policy(cmd.run, cmd.nfe, cmd.sampler)
+    policy = served_policy(cmd)
     logging.basicConfig(level=cmd.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def ready(server: PolicyServer) -> None:

@@ -94,6 +94,13 @@ class PolicyClient:
             msg["noise"] = np.asarray(noise, dtype=np.float32)
         return np.asarray(self.request(msg)["actions"])
 
+    @property
+    def last_alarm(self) -> dict[str, Any] | None:
+        """The guard's alarm of the last select_action reply ({raised, scores, thresholds, first_alarm_step})
+        when the server runs with a monitor (`scorepolicy serve --monitor DIR`), else None."""
+        alarm = self.last_reply.get("alarm")
+        return alarm if isinstance(alarm, dict) else None
+
     def ping(self) -> dict[str, Any]:
         """A round trip without inference; the reply holds the server's time for it (server_ms)."""
         return self.request({"type": "ping"})

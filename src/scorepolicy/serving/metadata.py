@@ -10,11 +10,12 @@ from scorepolicy.files import read_json, sha256_file
 from scorepolicy.policies.baselines import denoiser_calls
 from scorepolicy.serving.config import ServeConfig
 from scorepolicy.serving.protocol import OBS_KEY, PROTOCOL_VERSION, Spec
+from scorepolicy.serving.session import acting_policy, is_guarded
 
 
 def policy_spec(policy: Any, max_batch: int) -> Spec:
     """What a loaded policy accepts (its config's sizes)."""
-    cfg = policy.cfg
+    cfg = acting_policy(policy).cfg
     return Spec(
         obs_dim=cfg.obs_dim,
         action_dim=cfg.action_dim,
@@ -54,6 +55,11 @@ def recorded_task(run_dir: Path) -> str | None:
 
 def build_metadata(policy: Any, run_dir: Path, config: ServeConfig, spec: Spec) -> dict[str, Any]:
     """The metadata frame (without the session id, which the server adds per connection)."""
+    guard = None
+    if is_guarded(policy):
+        keys = ("n_samples", "window", "delta", "style", "rule")
+        guard = {key: policy.monitor.settings.get(key) for key in keys}
+        policy = policy.policy
     goal = None
     if spec.n_tasks or spec.goal_dim:
         goal = {
@@ -91,4 +97,5 @@ def build_metadata(policy: Any, run_dir: Path, config: ServeConfig, spec: Spec) 
             "idle_timeout": config.idle_timeout,
         },
         "token_required": config.token is not None,
+        "guard": guard,
     }

@@ -73,12 +73,24 @@ class Session:
         return isinstance(queued, int) and queued > 0
 
     def _dispatch(self, req: Request) -> dict[str, Any]:
+        guarded = is_guarded(self.policy)
         if req.type == "reset":
-            self.policy.reset(seed=req.seed, goal=req.goal)
+            if guarded and req.goal is not None:
+                raise WireError(
+                    "goal", "a guarded policy takes its goal in the observation; reset without one"
+                )
+            self.policy.reset(seed=req.seed, **({} if guarded else {"goal": req.goal}))
             self.goal = req.goal
             return {"type": "reset"}
         assert req.obs is not None
         if req.type == "select_action":
+            if guarded:
+                action, alarm = self.policy.select_action(req.obs)
+                return {
+                    "type": "action",
+                    "action": np.asarray(action, np.float32),
+                    "alarm": alarm_dict(alarm),
+                }
             action = self.policy.select_action(req.obs)
             return {"type": "action", "action": np.asarray(action, dtype=np.float32)}
         return {"type": "chunk", "actions": self._chunk(req.obs, req.noise)}
@@ -91,9 +103,36 @@ class Session:
         if self.goal is not None:
             kwargs["goal"] = self.goal
         if noise is not None:
-            if "noise" not in inspect.signature(self.policy.predict_action_chunk).parameters:
+            if "noise" not in inspect.signature(acting_policy(self.policy).predict_action_chunk).parameters:
                 raise WireError("noise", "this policy kind takes no initial noise; leave it out")
             kwargs["noise"] = torch.from_numpy(noise[None] if single else noise)
-        chunk = self.policy.predict_action_chunk(history, **kwargs)
+        chunk = acting_policy(self.policy).predict_action_chunk(history, **kwargs)
         out = chunk.detach().float().numpy()
         return out[0] if single else out
+
+
+def is_guarded(policy: Any) -> bool:
+    """Whether `policy` is a GuardedPolicy (the guard is imported only when a policy is checked, so that
+    importing the client does not import the guard and its evaluation code)."""
+    from scorepolicy.guard import GuardedPolicy
+
+    return isinstance(policy, GuardedPolicy)
+
+
+def acting_policy(policy: Any) -> Any:
+    """The policy that samples chunks: a guarded policy's own policy, else the policy itself."""
+    return policy.policy if is_guarded(policy) else policy
+
+
+def alarm_dict(alarm: Any) -> dict[str, Any]:
+    """A guard's alarm as plain values for the reply (lists per batch row for batched observations)."""
+
+    def plain(value: Any) -> Any:
+        return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+    return {
+        "raised": plain(alarm.raised),
+        "scores": {k: plain(v) for k, v in alarm.scores.items()},
+        "thresholds": {k: plain(v) for k, v in alarm.thresholds.items()},
+        "first_alarm_step": plain(alarm.first_alarm_step),
+    }
