@@ -232,6 +232,7 @@ def concurrent(url: str, n_clients: int, total: int, obs_dim: int) -> dict[str, 
 
 
 def main(args: Args) -> dict[str, Any]:
+    """Run every timing and write the result JSON."""
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,6 +279,7 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
+    """The result as a few lines and a Markdown table."""
     one = r["one_client"]
     print(
         f"in-process select_action p50 {one['in_process_select_action_ms']['p50']:.3f} ms, "
