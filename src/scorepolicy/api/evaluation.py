@@ -90,7 +90,7 @@ def evaluate_run(
     extra["run"] = str(run_dir)
     extra.update(guard)
     fingerprint = {**cfg.fingerprint, **extra}
-    extra["path"] = policy.inference_path()
+    extra["path"] = inference_path(policy)
     if latency:
         extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
     extra["provenance"] = provenance(the_task.name)
@@ -172,13 +172,22 @@ TORCHSCRIPT_PATHS = ("torch-graph", "torch-denoiser-graph")
 def inference_versions(policy: ChunkPolicy | OnnxPolicy) -> dict[str, Any]:
     """The inference path of a policy, the torch and onnxruntime versions (the latter for the ONNX path),
     and the APIs that path uses which this torch marks deprecated (found from torch's own warnings)."""
-    path = policy.inference_path()
+    path = inference_path(policy)
     return {
         "path": path,
         "torch_version": torch.__version__,
         "onnxruntime_version": package_version("onnxruntime") if path == "onnx" else None,
         "deprecated_apis": list(torchscript_deprecations()) if path in TORCHSCRIPT_PATHS else [],
     }
+
+
+def inference_path(policy: Any) -> str:
+    """How a policy computes its chunks ('onnx', 'torch-graph', 'torch-denoiser-graph', 'torch-eager'); a
+    policy wrapping a frozen base (residual RL) reports its base's path."""
+    if hasattr(policy, "inference_path"):
+        return str(policy.inference_path())
+    base = getattr(policy, "base", None)
+    return inference_path(base) if base is not None else "torch-eager"
 
 
 @functools.lru_cache(maxsize=1)
