@@ -133,8 +133,9 @@ def context(base: Any, run_dir: Path, env_steps: int, **kw: Any) -> RLContext:
         "n_envs": 8, "train_seed": 1_000_000, "reward": "shaped", "eval_every": 10**9,
         "checkpoint_every": 10**9, "progress": False, "seed": 0,
     }  # fmt: skip
+    settings.setdefault("evaluate", lambda policy, step: {})
     settings.update(kw)
-    return RLContext(base, REACH, run_dir, env_steps, evaluate=lambda policy, step: {}, **settings)
+    return RLContext(base, REACH, run_dir, env_steps, **settings)
 
 
 def success_rate(policy: Any, episodes: int = 60) -> float:
@@ -232,6 +233,26 @@ def test_residual_rl_raises_success_on_biased_task(base: ScorePolicy, tmp_path: 
     after = success_rate(improved.optimize_for_inference())
     assert before <= 0.3  # the clone inherits the demonstrator's bias
     assert after >= before + 0.4
+
+
+def test_wall_clock_budget_ends_the_run_after_the_wave_that_used_it(
+    base: ScorePolicy, tmp_path: Path
+) -> None:
+    # --max-minutes used to end a residual run only at the next curve point (minutes late with the
+    # default --eval-every); now the wave that uses up the time is the last, evaluated and saved.
+    cfg = ResidualConfig(actor_hidden=[32], critic_hidden=[32], batch_size=32, learning_starts=64)
+    steps: list[int] = []
+    ctx = context(
+        base,
+        tmp_path,
+        10**6,
+        n_envs=4,
+        max_minutes=1e-9,
+        evaluate=lambda policy, step: steps.append(step) or {},
+    )
+    train_residual(ctx, cfg, False)
+    assert steps == [4]
+    assert isinstance(ChunkPolicy.from_pretrained(tmp_path), ResidualPolicy)
 
 
 def test_save_load_gives_identical_actions(base: ScorePolicy, tmp_path: Path) -> None:

@@ -83,6 +83,27 @@ class RLContext:
 TrainFn = Callable[[RLContext, Any, bool], Any]
 
 
+REWARDS = ("coverage", "success", "shaped")
+"""Reward kinds an improvement can train on (per task: `api.improvement.REWARDS`)."""
+
+
+def step_reward(kind: str, env_reward: float, success: bool, steps_left: int = 0) -> float:
+    """The RL reward of one env step. 'coverage': the env reward − 1 (Push-T; ≤ 0, so finishing sooner is
+    better); 'success': 0 at the successful step, −1 at every other; 'shaped': the env's own reward.
+
+    For 'coverage' and 'success' an episode that a failure ends early (the obstacle task's collisions)
+    also pays −1 for each of the `steps_left` steps it had left, as if it failed until the step limit:
+    otherwise crashing at once would beat a long flight to the goal. An episode that never succeeds thus
+    returns −max_steps however it ends, one that succeeds at step L returns −(L − 1)."""
+    if kind == "coverage":
+        return float(env_reward) - 1.0 - steps_left
+    if kind == "success":
+        return (0.0 if success else -1.0) - steps_left
+    if kind == "shaped":
+        return float(env_reward)
+    raise ScorePolicyError(f"--reward {kind}: unknown reward; valid: {', '.join(REWARDS)}")
+
+
 def get_method(name: str) -> tuple[type, TrainFn]:
     """(config class, train function) of an RL method, imported on first use."""
     if name not in METHOD_MODULES:

@@ -5,9 +5,10 @@ executes each chunk's `n_action_steps` actions in its env (stopping early at suc
 task's step limit) and returns the summed per-step reward. The observation is the base's normalised
 observation history, flattened. Episodes use env seeds train_seed, train_seed+1, ... in order.
 
-Rewards per step (`reward`): 'coverage' and 'shaped' use the env's reward (Push-T: coverage / 0.95
-clipped to 1; Meta-World: its shaped reward), 'coverage' minus 1 so that finishing sooner is better;
-'success' is 0 at the successful step and −1 before it. Episodes end at success.
+Rewards per step (`reward`): `rl.common.step_reward` (Push-T 'coverage': coverage / 0.95 clipped to 1,
+minus 1; 'success': 0 at the successful step, −1 at the others; Meta-World 'shaped': its env reward; a
+failure that ends an episode early pays for the steps it had left). Episodes end at success when the
+task stops there.
 """
 
 from __future__ import annotations
@@ -21,22 +22,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
 from scorepolicy.core.task import Task
-from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import info_success
 from scorepolicy.policies import ChunkPolicy, ScorePolicy
-
-REWARDS = ("coverage", "success", "shaped")
-
-
-def step_reward(kind: str, env_reward: float, success: bool) -> float:
-    """The per-step RL reward of a reward kind (see the module docstring)."""
-    if kind == "coverage":
-        return float(env_reward) - 1.0
-    if kind == "success":
-        return 0.0 if success else -1.0
-    if kind == "shaped":
-        return float(env_reward)
-    raise ScorePolicyError(f"--reward {kind}: unknown reward; valid: {', '.join(REWARDS)}")
+from scorepolicy.rl.common import step_reward
 
 
 class ObsFeatures:
@@ -164,8 +152,10 @@ class NoiseVecEnv(VecEnv):
             self.histories[i].append(np.asarray(obs, np.float32))
             steps += 1
             success = info_success(info)
-            total += step_reward(self.reward_kind, float(r), success)
-            limit = len(self.episode_actions[i]) >= self.task.max_steps
+            t = len(self.episode_actions[i])
+            left = max(0, self.task.max_steps - t) if terminated and not success else 0
+            total += step_reward(self.reward_kind, float(r), success, left)
+            limit = t >= self.task.max_steps
             if (success and self.task.stop_on_success) or terminated or truncated or limit:
                 truncated = truncated or (limit and not (success or terminated))
                 break

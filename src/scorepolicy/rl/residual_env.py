@@ -15,25 +15,10 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from torch import Tensor
 
 from scorepolicy.core.task import Task
-from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.rollout import info_success
 from scorepolicy.policies.base import ChunkPolicy
+from scorepolicy.rl.common import step_reward
 from scorepolicy.rl.residual import apply_residual, base_chunk, feature_dim, residual_features
-
-REWARD_KINDS = ("coverage", "success", "shaped")
-
-
-def step_reward(kind: str, env_reward: float, success: bool) -> float:
-    """The RL reward of one step: 'coverage' env reward − 1 (≤ 0: every step short of success costs, so
-    finishing sooner is better; episodes end on success), 'success' 1 at success else 0, 'shaped' the env's
-    own reward."""
-    if kind == "coverage":
-        return float(env_reward) - 1.0
-    if kind == "success":
-        return 1.0 if success else 0.0
-    if kind == "shaped":
-        return float(env_reward)
-    raise ScorePolicyError(f"reward: unknown kind '{kind}'; valid kinds: {', '.join(REWARD_KINDS)}")
 
 
 class BaseChunks:
@@ -166,8 +151,9 @@ class ResidualVecEnv(VecEnv):
         for i, env in enumerate(self.envs):
             obs, env_reward, terminated, truncated, info = env.step(executed[i])
             success = info_success(info)
-            rewards[i] = step_reward(self.reward, float(env_reward), success)
             self.ep_len[i] += 1
+            left = max(0, self.task.max_steps - int(self.ep_len[i])) if terminated and not success else 0
+            rewards[i] = step_reward(self.reward, float(env_reward), success, left)
             self.ep_return[i] += rewards[i]
             terminated = bool(terminated) or (self.task.stop_on_success and success)
             truncated = not terminated and (bool(truncated) or cut or self.ep_len[i] >= self.task.max_steps)

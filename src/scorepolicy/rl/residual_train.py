@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import cast
 
 import torch
@@ -10,10 +11,10 @@ from stable_baselines3.common.type_aliases import TrainFreq
 from tqdm import tqdm
 
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.rl.common import STATE_DIR, RLContext
+from scorepolicy.rl.common import STATE_DIR, RLContext, step_reward
 from scorepolicy.rl.residual import ResidualConfig, ResidualPolicy
 from scorepolicy.rl.residual_agent import ResidualTD3, build_agent, load_checkpoint, save_checkpoint
-from scorepolicy.rl.residual_env import ResidualVecEnv, step_reward
+from scorepolicy.rl.residual_env import ResidualVecEnv
 
 
 def check_residual_config(cfg: ResidualConfig) -> None:
@@ -36,7 +37,8 @@ def train_residual(ctx: RLContext, cfg: ResidualConfig, resume: bool) -> Residua
     """Train a residual actor on ctx.base with TD3 for ctx.env_steps env steps; curve points through
     ctx.evaluate, checkpoints in run_dir/rl_state every ctx.checkpoint_every env steps (all training
     episodes are cut there, so resuming continues exactly; what ran after the last checkpoint is redone);
-    returns the improved policy (also saved to ctx.run_dir after every checkpoint and at the end)."""
+    returns the improved policy (also saved to ctx.run_dir after every checkpoint and at the end). The
+    wall-clock budget ctx.max_minutes ends the run after the wave that uses it up, like the env steps."""
     check_residual_config(cfg)
     step_reward(ctx.reward, 0.0, False)
     n = ctx.n_envs
@@ -56,8 +58,10 @@ def train_residual(ctx: RLContext, cfg: ResidualConfig, resume: bool) -> Residua
     assert model.replay_buffer is not None
     if resume and env.steps_done % eval_waves == 0:  # the driver drops the point taken at the checkpoint
         ctx.evaluate(improved_from_agent(policy, model), model.num_timesteps)
+    started = time.monotonic()
     try:
-        while model.num_timesteps < ctx.env_steps:
+        last = model.num_timesteps >= ctx.env_steps  # the clock is checked after a wave: one runs at least
+        while not last:
             model.collect_rollouts(
                 env,
                 callback,
@@ -69,7 +73,7 @@ def train_residual(ctx: RLContext, cfg: ResidualConfig, resume: bool) -> Residua
             if model.num_timesteps > model.learning_starts:
                 model.train(int(model.gradient_steps), model.batch_size)
             bar.update(n)
-            wave, last = env.steps_done, model.num_timesteps >= ctx.env_steps
+            wave, last = env.steps_done, ctx.out_of_budget(model.num_timesteps, started)
             if wave % eval_waves == 0 or last:
                 with torch.no_grad():
                     ctx.evaluate(improved_from_agent(policy, model), model.num_timesteps)
