@@ -6,10 +6,10 @@ wall-clock budgets), then every policy — the base and each improved one — on
 where the task has behaviours (does RL collapse the modes?), Barnard's exact test of each improved
 policy against the base, latency per chunk (batch 1, one thread, median over 200 chunks of the select_action calls of one chunk) and the wall
 time of the improvement. Prints a table, writes benchmarks/results/improve.json and improve.png
-(`--name` changes the file stem, e.g. improve_obstacles).
+(`--name` changes the file stem). The obstacle task (success and route entropy before/after, route
+histograms) has its own script, benchmarks/improve_obstacles.py.
 
     python benchmarks/improve.py --base /work/runs/pusht --minutes 25
-    python benchmarks/improve.py --base runs/obstacles --task-name obstacles --name improve_obstacles
 """
 
 from __future__ import annotations

@@ -68,10 +68,16 @@ class Args:
     """Sampler of the base in RL and in the tests (DSRL needs a deterministic one)."""
     nfe: int = 3
     """Denoiser calls per chunk, in RL and in the tests."""
-    variants: tuple[str, ...] = ("dsrl", "residual", "dsrl@3e-4", "residual@1e-4")
-    """Improvements to run: a method with `scorepolicy improve`'s defaults, or METHOD@ACTOR_LR with another
-    actor learning rate (run directory METHOD-lrACTOR_LR): the defaults (1e-6) were chosen on Push-T not to
-    fall below the base, which may leave the actor where it started; the faster actor shows what RL does."""
+    variants: tuple[str, ...] = (
+        "dsrl:dsrl",
+        "residual:residual",
+        "dsrl-fast:dsrl:actor_lr=3e-4,critic_warmup=100,learning_starts=128,utd=0.5,minutes=12",
+        "residual-fast:residual:actor_lr=1e-4,learning_starts=1000,critic_warmup=200,minutes=12",
+    )
+    """Improvements, each NAME:METHOD[:FIELD=VALUE,...] (run directory --work/NAME; FIELDs of the method's
+    config, `minutes` for its wall-clock budget). 'dsrl' and 'residual' are `scorepolicy improve`'s
+    defaults, tuned on Push-T not to fall below the base: their actor learning rate (1e-6) and critic
+    warm-ups (16 k env steps) leave the actor where it started in a short run; the 'fast' ones move it."""
     env_steps: int = 1_000_000
     """Env-step budget of each method (the wall-clock budget --minutes usually ends a run first)."""
     minutes: float = 15.0
@@ -84,7 +90,7 @@ class Args:
     """First validation seed (the training seeds start at 1,000,000; the test seeds at --test-seed)."""
     n_envs: int = 8
     """Training envs per wave."""
-    test_episodes: int = 480
+    test_episodes: int = 200
     """Held-out test episodes per policy."""
     test_seed: int = 10000
     """First held-out test seed."""
@@ -93,7 +99,9 @@ class Args:
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     """Residual RL settings (defaults: `scorepolicy improve`'s)."""
     train: bool = True
-    """Train the base (if missing) and both methods first; --no-train re-tests the runs in --work."""
+    """Train the base (if missing) and the improvements first; --no-train re-tests the runs in --work."""
+    reuse_tests: bool = True
+    """Reuse a test result already in --work/evals (same run, seeds and episodes) instead of re-running it."""
     resume: bool = False
     """Resume interrupted improvement runs in --work."""
     name: str = "improve_obstacles"
@@ -133,20 +141,31 @@ def trained_steps(run: Path) -> int | None:
     return int(json.loads(meta.get("train_state", "{}")).get("step", 0)) or None
 
 
-def parse_variant(variant: str) -> tuple[str, str, float | None]:
-    """'dsrl' → ('dsrl', 'dsrl', None); 'dsrl@3e-4' → ('dsrl-lr3e-4', 'dsrl', 3e-4)."""
-    method, _, lr = variant.partition("@")
-    return (f"{method}-lr{lr}" if lr else method), method, (float(lr) if lr else None)
+def parse_variant(variant: str) -> tuple[str, str, dict[str, str]]:
+    """'dsrl-fast:dsrl:actor_lr=3e-4,utd=0.5' → ('dsrl-fast', 'dsrl', {'actor_lr': '3e-4', 'utd': '0.5'})."""
+    name, method, *rest = variant.split(":")
+    fields = dict(item.split("=", 1) for item in ",".join(rest).split(",") if item)
+    return name, method, fields
+
+
+def method_configs(args: Args, method: str, fields: dict[str, str]) -> tuple[DSRLConfig, ResidualConfig]:
+    """The DSRL and residual settings of a variant (its FIELD=VALUE on the method's config)."""
+    dsrl, residual = dataclasses.replace(args.dsrl), dataclasses.replace(args.residual)
+    cfg: Any = dsrl if method == "dsrl" else residual
+    for key, value in fields.items():
+        if key != "minutes":
+            setattr(
+                cfg, key, type(getattr(cfg, key))(float(value) if "." in value or "e" in value else value)
+            )
+    return dsrl, residual
 
 
 def improve_variant(args: Args, variant: str) -> dict[str, Any]:
     """Improve the base with one variant (or, with --no-train, read the run back): run dir, curve, minutes."""
-    name, method, actor_lr = parse_variant(variant)
+    name, method, fields = parse_variant(variant)
     out = args.work / name
     if args.resume or (args.train and not (out / "model.safetensors").is_file()):
-        dsrl, residual = dataclasses.replace(args.dsrl), dataclasses.replace(args.residual)
-        if actor_lr is not None:
-            dsrl.actor_lr = residual.actor_lr = actor_lr
+        dsrl, residual = method_configs(args, method, fields)
         job = api.ImproveJob(
             run=args.work / "base",
             method=method,  # type: ignore[arg-type]
@@ -160,7 +179,7 @@ def improve_variant(args: Args, variant: str) -> dict[str, Any]:
             reward="success",
             nfe=args.nfe,
             sampler=args.sampler,  # type: ignore[arg-type]
-            max_minutes=args.minutes,
+            max_minutes=float(fields.get("minutes", args.minutes)),
             progress=False,
             dsrl=dsrl,
             residual=residual,
@@ -175,7 +194,7 @@ def improve_variant(args: Args, variant: str) -> dict[str, Any]:
     return {
         "run": str(out),
         "method": method,
-        "actor_lr": cfg[method]["actor_lr"],
+        "settings": cfg[method],
         "curve": curve,
         "env_steps": int(float(curve[-1]["env_step"])),
         "wall_minutes": float(curve[-1]["wall_time_s"]) / 60,
@@ -189,6 +208,13 @@ def improve_variant(args: Args, variant: str) -> dict[str, Any]:
 def test_policy(args: Args, name: str, run: Path) -> tuple[dict[str, Any], Path]:
     """One policy on the held-out seeds; its row and the result JSON (for `compare`)."""
     path = args.work / "evals" / f"{name}.json"
+    if args.reuse_tests and path.is_file():
+        result = read_json(path)
+        if result.get("run") == str(run) and result.get("seeds") == [
+            args.test_seed,
+            args.test_seed + args.test_episodes - 1,
+        ]:
+            return test_row(result, None), path
     path.unlink(missing_ok=True)
     cfg = EvalConfig(
         episodes=args.test_episodes,
@@ -201,14 +227,19 @@ def test_policy(args: Args, name: str, run: Path) -> tuple[dict[str, Any], Path]
     t0 = time.perf_counter()
     sampler = args.sampler if name == "base" else None  # an improved run keeps its improve-time sampler
     result = api.evaluate_run(run, cfg, nfe=args.nfe, sampler=sampler)
+    return test_row(result, time.perf_counter() - t0), path
+
+
+def test_row(result: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+    """The reported numbers of one test result (routes of the successful episodes, KL to the demos)."""
     routes = successful_labels(result["episodes"], "route")
     uniform = np.full(LAYOUT.n_routes, 1.0 / LAYOUT.n_routes)
     row = {k: result.get(k) for k in TEST_KEYS}
     row["successes"] = sum(int(bool(e.get("success"))) for e in result["episodes"] if "error" not in e)
     row["collisions"] = sum(int(bool(e.get("collided"))) for e in result["episodes"])
     row["kl_to_demonstrations"] = behaviour_kl(routes, uniform, LAYOUT.n_routes)
-    row["test_seconds"] = round(time.perf_counter() - t0, 1)
-    return row, path
+    row["test_seconds"] = None if seconds is None else round(seconds, 1)
+    return row
 
 
 def protocol(args: Args, base: dict[str, Any], methods: dict[str, Any]) -> str:
@@ -334,9 +365,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         rows = info.get("curve") or []
         if rows:
             x = [int(float(r["env_step"])) for r in rows]
-            ax.plot(x, [float(r["success_rate"]) for r in rows], marker="o", label=method)
+            color = f"C{names.index(method)}" if method in names else None  # as in the histograms
+            ax.plot(x, [float(r["success_rate"]) for r in rows], marker="o", label=method, color=color)
             lo, hi = [float(r["success_lo"]) for r in rows], [float(r["success_hi"]) for r in rows]
-            ax.fill_between(x, lo, hi, alpha=0.2)
+            ax.fill_between(x, lo, hi, alpha=0.2, color=color)
     ax.set(xlabel="env steps", ylabel="success (validation seeds, 95% Wilson)", ylim=(0, 1), title="curves")
     ax.legend()
     for a in axes.flat:

@@ -242,13 +242,18 @@ def test_wall_clock_budget_ends_the_run_after_the_wave_that_used_it(
     # default --eval-every); now the wave that uses up the time is the last, evaluated and saved.
     cfg = ResidualConfig(actor_hidden=[32], critic_hidden=[32], batch_size=32, learning_starts=64)
     steps: list[int] = []
+
+    def record(policy: Any, step: int) -> dict[str, Any]:
+        steps.append(step)
+        return {}
+
     ctx = context(
         base,
         tmp_path,
         10**6,
         n_envs=4,
         max_minutes=1e-9,
-        evaluate=lambda policy, step: steps.append(step) or {},
+        evaluate=record,
     )
     train_residual(ctx, cfg, False)
     assert steps == [4]

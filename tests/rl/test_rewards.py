@@ -63,7 +63,8 @@ def falling_base() -> ScorePolicy:
     stats = {"min": np.array([-1.0, -1.0], np.float32), "max": np.array([-0.8, -0.8], np.float32)}
     obs_stats = {"min": np.zeros(2, np.float32), "max": np.ones(2, np.float32)}
     policy.set_normalization({"obs": obs_stats, "action": stats})
-    return policy.eval().optimize_for_inference()
+    policy.eval().optimize_for_inference()
+    return policy
 
 
 def test_noise_env_charges_the_steps_left_after_a_crash() -> None:
@@ -75,7 +76,7 @@ def test_noise_env_charges_the_steps_left_after_a_crash() -> None:
     returns = np.zeros(2)
     finished = np.zeros(2, dtype=bool)
     for _ in range(4):
-        _, rewards, dones, infos = env.step(np.zeros((2, env.action_space.shape[0]), np.float32))
+        _, rewards, dones, infos = env.step(np.zeros((2, int(np.prod(env.chunk_shape))), np.float32))
         returns += np.where(finished, 0.0, rewards)
         finished |= dones
         assert not any(info["is_success"] for info in infos)
