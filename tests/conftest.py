@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scorepolicy.data.windows import WindowDataset, min_max_stats
-from scorepolicy.models import MLPConfig, TransformerConfig
+from scorepolicy.models import MLPConfig, TransformerConfig, UNet1DConfig
 from scorepolicy.policies import PolicyConfig, ScorePolicy
 
 
@@ -22,6 +22,7 @@ def tiny_config(denoiser: str = "mlp", obs_dim: int = 3, action_dim: int = 2) ->
         denoiser=denoiser,  # type: ignore[arg-type]
         mlp=MLPConfig(width=32, n_blocks=2, cond_dim=16, sigma_dim=16),
         transformer=TransformerConfig(d_model=32, n_layers=1, n_heads=2),
+        unet1d=UNet1DConfig(down_dims=(16, 32), n_groups=4, cond_dim=16, sigma_dim=16),
     )
 
 

@@ -14,6 +14,7 @@ from scorepolicy import api
 from scorepolicy.api.jobs import check_resume_flags, recipe_job, saved_job
 from scorepolicy.commands.compare import Compare, PlanSize, format_per_task, run_compare, run_plan
 from scorepolicy.commands.data import DataCommand, run_data_command
+from scorepolicy.commands.distill import Distill, run_distill
 from scorepolicy.commands.export import Export, run_export
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.commands.serve import Serve, run_serve
@@ -185,6 +186,7 @@ Command = (
     | Annotated[PlanSize, tyro.conf.subcommand("plan")]
     | Annotated[Serve, tyro.conf.subcommand("serve")]
     | Annotated[Export, tyro.conf.subcommand("export")]
+    | Annotated[Distill, tyro.conf.subcommand("distill")]
 )
 
 
@@ -359,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             run_serve(command)
         elif isinstance(command, Export):
             print(run_export(command))
+        elif isinstance(command, Distill):
+            print(run_distill(command))
         else:
             return run_data_command(command)
     except ScorePolicyError as e:

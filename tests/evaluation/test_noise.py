@@ -18,7 +18,7 @@ from tests.evaluation.conftest import stochastic_policy
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.waves import run_rollouts
-from scorepolicy.models import MoDEConfig, TransformerConfig
+from scorepolicy.models import MoDEConfig, TransformerConfig, UNet1DConfig
 from scorepolicy.policies import PolicyConfig, build_policy
 
 
@@ -111,7 +111,7 @@ def test_rollout_records_are_identical_with_env_workers(point_task: Callable[...
     assert workers == reference
 
 
-@pytest.mark.parametrize("denoiser", ["mlp", "transformer", "mode"])
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer", "mode", "unet1d"])
 def test_a_rows_chunk_has_the_same_bits_at_any_batch_size(denoiser: str) -> None:
     # Per-row noise makes records batch-independent only if the network gives a row the same bits in
     # any batch; on this CPU (MKL) it does, for every denoiser, eager and frozen (checked up to 200).
@@ -123,9 +123,12 @@ def test_a_rows_chunk_has_the_same_bits_at_any_batch_size(denoiser: str) -> None
         denoiser=denoiser,  # type: ignore[arg-type]
         transformer=TransformerConfig(d_model=32, n_layers=2),
         mode=MoDEConfig(d_model=32, n_layers=2),
+        unet1d=UNet1DConfig(down_dims=(16, 32, 64), cond_dim=32, sigma_dim=32),
     )
     torch.manual_seed(0)
     policy = build_policy(cfg).eval()
+    if denoiser == "unet1d":  # its output layer starts at zero: make the network's bits show
+        torch.nn.init.normal_(policy.denoiser.out.weight, std=0.1)  # type: ignore[union-attr]
     gen = torch.Generator().manual_seed(1)
     obs, noise = torch.randn(64, 2, 5, generator=gen), torch.randn(64, 8, 2, generator=gen)
     for _ in ("eager", "frozen"):

@@ -41,6 +41,8 @@ SHARED = {
     [
         ("score", "mlp", {"mlp", "diffusion"}),
         ("score", "transformer", {"transformer", "diffusion"}),
+        ("score", "unet1d", {"unet1d", "diffusion"}),
+        ("ddpm", "unet1d", {"unet1d", "ddpm"}),
         ("mse-bc", "mlp", {"mlp"}),
         ("ddpm", "mlp", {"mlp", "ddpm"}),
     ],

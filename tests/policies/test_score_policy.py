@@ -14,7 +14,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.policies import ScorePolicy
 
 
-@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer", "unet1d"])
 def test_loss_and_chunk_shapes(denoiser: str) -> None:
     policy = tiny_policy(denoiser)
     batch = toy_windows().batch(np.arange(8))
@@ -69,7 +69,7 @@ def test_wrong_observation_size_is_a_one_line_error() -> None:
         policy.predict_action_chunk(torch.full((1, 2, 3), float("nan")))
 
 
-@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer", "unet1d"])
 def test_save_load_gives_bit_identical_actions(tmp_path: Path, denoiser: str) -> None:
     policy = tiny_policy(denoiser).eval()
     policy.save_pretrained(tmp_path)
@@ -140,7 +140,7 @@ def test_bad_normalisation_statistics_are_refused(tmp_path: Path) -> None:
         ScorePolicy.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer", "unet1d"])
 def test_frozen_inference_copy_matches_eager_and_is_dropped_on_train(denoiser: str) -> None:
     policy = tiny_policy(denoiser).eval()
     for p in policy.denoiser.out.parameters():  # the output layer starts at zero; make it matter
@@ -157,7 +157,7 @@ def test_frozen_inference_copy_matches_eager_and_is_dropped_on_train(denoiser: s
     assert "_fast" not in "".join(policy.state_dict())
 
 
-@pytest.mark.parametrize("denoiser", ["mlp", "transformer"])
+@pytest.mark.parametrize("denoiser", ["mlp", "transformer", "unet1d"])
 @pytest.mark.parametrize("sampler", ["ddim", "heun", "dpmpp_2m"])
 def test_whole_chunk_graph_matches_step_by_step_sampling(denoiser: str, sampler: str) -> None:
     """Frozen policies with a deterministic sampler run each chunk as one traced graph: same actions."""

@@ -7,9 +7,11 @@
 - `offline_eval`: action-prediction error on held-out episodes (data without a simulator)
 - `demo`: the bundled obstacle-task demo
 - `improvement`: RL improvement of a trained run (DSRL, residual RL)
+- `distill`: few-step students of a trained run by consistency distillation
 """
 
 from scorepolicy.api.demo import DemoConfig, run_demo
+from scorepolicy.api.distill import distill_run
 from scorepolicy.api.evaluation import evaluate_run, measure_latency, plot_rollouts, torch_threads
 from scorepolicy.api.improvement import ImproveJob, improve, improve_checks
 from scorepolicy.api.runs import (
@@ -39,6 +41,7 @@ __all__ = [
     "ImproveJob",
     "TrainJob",
     "build_datasets",
+    "distill_run",
     "evaluate_run",
     "evaluate_snapshots",
     "improve",

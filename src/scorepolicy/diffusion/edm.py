@@ -32,6 +32,20 @@ def edm_precond(sigma: Tensor, sigma_data: float) -> Precond:
     )
 
 
+def consistency_precond(sigma: Tensor, sigma_data: float, sigma_min: float) -> Precond:
+    """Consistency models' scalings in EDM form (Song et al. 2023, App. C): c_skip = σd²/((σ−σmin)²+σd²),
+    c_out = σd(σ−σmin)/√(σ²+σd²), so D(x; σ_min) = x exactly (the boundary condition); c_in, c_noise as EDM."""
+    p = edm_precond(sigma, sigma_data)
+    shifted = sigma - sigma_min
+    d2 = sigma_data**2
+    return Precond(
+        c_skip=d2 / (shifted**2 + d2),
+        c_out=shifted * sigma_data / (sigma**2 + d2).sqrt(),
+        c_in=p.c_in,
+        c_noise=p.c_noise,
+    )
+
+
 def _expand(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 

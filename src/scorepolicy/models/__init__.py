@@ -8,6 +8,7 @@ from scorepolicy.models.goal import GoalEncoder
 from scorepolicy.models.mlp import MLPConfig, MLPDenoiser
 from scorepolicy.models.mode import MoDEConfig, MoDEDenoiser
 from scorepolicy.models.transformer import TransformerConfig, TransformerDenoiser
+from scorepolicy.models.unet1d import UNet1DConfig, UNet1DDenoiser
 
 __all__ = [
     "GoalEncoder",
@@ -17,4 +18,6 @@ __all__ = [
     "MoDEDenoiser",
     "TransformerConfig",
     "TransformerDenoiser",
+    "UNet1DConfig",
+    "UNet1DDenoiser",
 ]

@@ -25,7 +25,7 @@ from scorepolicy.files import (
     load_tensors,
     read_json,
 )
-from scorepolicy.models import GoalEncoder, MLPDenoiser, MoDEDenoiser, TransformerDenoiser
+from scorepolicy.models import GoalEncoder, MLPDenoiser, MoDEDenoiser, TransformerDenoiser, UNet1DDenoiser
 from scorepolicy.policies.config import PolicyConfig
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
@@ -34,7 +34,7 @@ Goal = dict[str, Any]
 FORMAT = "scorepolicy/score-policy"
 FORMAT_VERSION = 1
 
-Denoiser = MLPDenoiser | TransformerDenoiser | MoDEDenoiser
+Denoiser = MLPDenoiser | TransformerDenoiser | MoDEDenoiser | UNet1DDenoiser
 
 
 def build_denoiser(cfg: PolicyConfig) -> Denoiser:
@@ -44,6 +44,8 @@ def build_denoiser(cfg: PolicyConfig) -> Denoiser:
         return MLPDenoiser(cfg.mlp, *args)
     if cfg.denoiser == "mode":
         return MoDEDenoiser(cfg.mode, *args)
+    if cfg.denoiser == "unet1d":
+        return UNet1DDenoiser(cfg.unet1d, *args)
     return TransformerDenoiser(cfg.transformer, *args)
 
 

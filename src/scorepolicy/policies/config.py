@@ -10,11 +10,11 @@ from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.diffusion.schedules import ScheduleName, Terminal
 from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.files import to_dict
-from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig
+from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig, UNet1DConfig
 
 PolicyKind = Literal["score", "mse-bc", "ddpm"]
 """Policy families on the same backbone: the score policy and the baselines."""
-DenoiserName = Literal["mlp", "transformer", "mode"]
+DenoiserName = Literal["mlp", "transformer", "mode", "unet1d"]
 
 
 @dataclass
@@ -52,6 +52,9 @@ class DiffusionConfig:
     train_copies: int = 1
     """Level-2 minibatching (Mini-Diffuser): noised copies of each action chunk per encoded condition
     in a training batch (1 = ordinary training). The copies never see each other."""
+    precond: Literal["edm", "consistency"] = "edm"
+    """Output scalings: 'edm' (Karras et al. 2022), or 'consistency' (Song et al. 2023: D(x; σ_min) = x
+    exactly), which `scorepolicy distill` sets for its few-step students (never trained by `train`)."""
 
 
 @dataclass
@@ -130,13 +133,16 @@ class PolicyConfig:
     n_action_steps: int = 8
     """T_a: actions of each chunk executed before re-planning."""
     denoiser: DenoiserName = "mlp"
-    """Denoiser network: residual FiLM MLP, dense transformer, or MoDE (mixture-of-experts transformer)."""
+    """Denoiser network: residual FiLM MLP, dense transformer, MoDE (mixture-of-experts transformer), or
+    unet1d (Diffusion Policy's temporal conv U-Net with FiLM)."""
     mlp: MLPConfig = field(default_factory=MLPConfig)
     """MLP denoiser settings (used when denoiser='mlp')."""
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     """Transformer denoiser settings (used when denoiser='transformer')."""
     mode: MoDEConfig = field(default_factory=MoDEConfig)
     """MoDE denoiser settings (used when denoiser='mode')."""
+    unet1d: UNet1DConfig = field(default_factory=UNet1DConfig)
+    """Temporal conv U-Net settings (used when denoiser='unet1d')."""
     goal: GoalConfig = field(default_factory=GoalConfig)
     """Goal conditioning (task id and/or goal vector) and classifier-free guidance."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -166,7 +172,10 @@ class PolicyConfig:
     def used_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict without the sections this config does not use: the other
         denoisers' and the other families' (what config.json stores)."""
-        unused = {"mlp", "transformer", "mode", "diffusion", "ddpm"} - {self.denoiser, *self.family_sections}
+        unused = {"mlp", "transformer", "mode", "unet1d", "diffusion", "ddpm"} - {
+            self.denoiser,
+            *self.family_sections,
+        }
         return {k: v for k, v in to_dict(self).items() if k not in unused}
 
     def to_family(self) -> PolicyConfig:
@@ -228,6 +237,18 @@ def check_network(cfg: PolicyConfig, prefix: str) -> None:
     check_field(prefix + "mode.balance-weight", m.balance_weight, at_least=0)
     if cfg.denoiser == "mode" and cfg.horizon % m.action_group:
         raise ScorePolicyError(f"{prefix}mode.action-group: must divide the horizon ({cfg.horizon})")
+    check_unet1d(cfg.unet1d, prefix + "unet1d.")
+
+
+def check_unet1d(u: UNet1DConfig, prefix: str) -> None:
+    """At least one level, positive widths that n_groups divides, an odd kernel."""
+    _at_least(prefix, u, ("kernel_size", "n_groups", "cond_dim", "sigma_dim"), 1)
+    if not u.down_dims or any(w < 1 or w % u.n_groups for w in u.down_dims):
+        raise ScorePolicyError(
+            f"{prefix}down-dims: give one or more widths, each a positive multiple of n-groups ({u.n_groups})"
+        )
+    if u.kernel_size % 2 == 0:
+        raise ScorePolicyError(f"{prefix}kernel-size: must be odd (got {u.kernel_size}), e.g. 5")
 
 
 def check_goal(g: GoalConfig, prefix: str) -> None:

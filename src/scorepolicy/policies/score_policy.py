@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from scorepolicy.diffusion import (
+    Precond,
     edm_denoise,
     edm_loss,
     edm_precond,
@@ -21,7 +23,7 @@ from scorepolicy.diffusion import (
     sample_log_uniform,
     steps_for_nfe,
 )
-from scorepolicy.diffusion.edm import RawNet
+from scorepolicy.diffusion.edm import RawNet, consistency_precond
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
 from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace, read_policy_config
@@ -36,12 +38,14 @@ class ScheduleLevels:
     """A sampling schedule with what depends only on its noise levels: σ features and, for MoDE, the
     fused experts of every level (keyed by the level's index in the schedule, never by a float)."""
 
-    def __init__(self, sigmas: Tensor, feats: Tensor, prepared: list[Any], sigma_data: float) -> None:
+    def __init__(
+        self, sigmas: Tensor, feats: Tensor, prepared: list[Any], precond: Callable[[Tensor], Precond]
+    ) -> None:
         self.sigmas = sigmas
         self.feats = feats
         self.prepared = prepared
         positive = sigmas[sigmas > 0]
-        self.precond = [edm_precond(positive[i : i + 1], sigma_data) for i in range(len(positive))]
+        self.precond = [precond(positive[i : i + 1]) for i in range(len(positive))]
         self.values: list[float] = sigmas.tolist()
         """The schedule as floats (exactly the tensor's values)."""
         self._index = {v: i for i, v in enumerate(self.values) if v > 0}
@@ -126,6 +130,11 @@ class ScorePolicy(ChunkPolicy):
         With train_copies K > 1 (level-2 minibatching), each condition is encoded once and paired with K
         independently noised copies of its action chunk: B·K denoising examples per batch.
         """
+        if self.cfg.diffusion.precond != "edm":
+            raise ScorePolicyError(
+                "policy.diffusion.precond: 'consistency' students are trained by `scorepolicy distill`, "
+                "not by the denoising loss; train with precond 'edm'"
+            )
         x0 = self.normalize("action", batch["action"])
         cond = self.training_condition(self.augment_observations(batch, generator), generator)
         k = self.cfg.diffusion.train_copies
@@ -147,6 +156,13 @@ class ScorePolicy(ChunkPolicy):
         return loss, info
 
     # ---------------------------------------------------------------- inference
+    def precond(self, sigma: Tensor) -> Precond:
+        """The output scalings of D(x; σ) at noise levels σ (N,): EDM's, or a distilled student's."""
+        d = self.cfg.diffusion
+        if d.precond == "consistency":
+            return consistency_precond(sigma, d.sigma_data, d.sigma_min)
+        return edm_precond(sigma, d.sigma_data)
+
     def sigmas(self, nfe: int | None = None) -> Tensor:
         """The sampling schedule for `nfe` denoiser calls (default: the config's)."""
         d = self.cfg.diffusion
@@ -210,10 +226,10 @@ class ScorePolicy(ChunkPolicy):
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             i = levels.level(sigma) if order is None else next(order)
             net = self._level_net(levels, i, cond_all)
-            pre = None if i is None else levels.precond[i]  # the same scalings, computed once
+            sigma2 = sigma.repeat(2) if guided and sigma.numel() > 1 else sigma
+            pre = self.precond(sigma2) if i is None else levels.precond[i]  # computed once per level
             if not guided:
                 return edm_denoise(net, x, sigma, cfg.diffusion.sigma_data, pre)
-            sigma2 = sigma.repeat(2) if sigma.numel() > 1 else sigma
             both = edm_denoise(net, torch.cat([x, x]), sigma2, cfg.diffusion.sigma_data, pre)
             b = x.shape[0]  # slices, not chunk(2): ONNX's SplitToSequence trips onnxscript's folding
             uncond, conditional = both[:b], both[b:]
@@ -321,7 +337,7 @@ class ScorePolicy(ChunkPolicy):
         prepared: list[Any] = [None] * len(positive)
         if isinstance(self.denoiser, MoDEDenoiser) and self.cfg.mode.cache_experts:
             prepared = [self.denoiser.prepare(feats[i : i + 1]) for i in range(len(positive))]
-        levels = ScheduleLevels(sigmas, feats, prepared, d.sigma_data)
+        levels = ScheduleLevels(sigmas, feats, prepared, self.precond)
         if self._frozen:
             self._schedules[key] = levels
         return levels
