@@ -68,6 +68,22 @@ class RowConv1d(nn.Conv1d):
         return out.transpose(1, 2)
 
 
+class RowConvTranspose1d(nn.ConvTranspose1d):
+    """ConvTranspose1d with RowConv1d's inference: one matrix product per (row, time) pair, overlaps summed
+    by `fold` (elementwise), so a row's bits do not depend on the batch."""
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if self.training or output_size is not None:
+            return super().forward(x, output_size)
+        k, stride, pad = self.kernel_size[0], self.stride[0], int(self.padding[0])
+        t, c_out = x.shape[-1], self.out_channels
+        rows = F.pad(x.transpose(1, 2).reshape(-1, self.in_channels), (0, 0, 0, EXTRA_ROWS))
+        taps = (rows @ self.weight.flatten(1))[:-EXTRA_ROWS].reshape(-1, t, c_out * k).transpose(1, 2)
+        full = (t - 1) * stride + k
+        out = F.fold(taps, (1, full), (1, k), stride=(1, stride)).squeeze(2)[..., pad : full - pad]
+        return out if self.bias is None else out + self.bias.unsqueeze(-1)
+
+
 class ConvBlock(nn.Sequential):
     """Conv1d (same length) → GroupNorm → Mish."""
 
@@ -116,7 +132,7 @@ class UNet1DDenoiser(nn.Module):
         self.upsample = nn.ModuleList()
         for c_out, c_in in reversed(list(itertools.pairwise(dims))):
             self.up.append(nn.ModuleList([ResBlock(2 * c_in, c_out, k, g), ResBlock(c_out, c_out, k, g)]))
-            self.upsample.append(nn.ConvTranspose1d(c_out, c_out, 4, stride=2, padding=1))
+            self.upsample.append(RowConvTranspose1d(c_out, c_out, 4, stride=2, padding=1))
         self.final = ConvBlock(dims[0], dims[0], k, g)
         self.out = RowConv1d(dims[0], action_dim, 1)
         nn.init.zeros_(self.out.weight)
@@ -148,10 +164,15 @@ class UNet1DDenoiser(nn.Module):
     def encode(self, obs: Tensor, goal: Tensor | None = None) -> Tensor:
         """FiLM terms of the observation (+ goal) (B, n_film), from normalised observations (B, T_o, d_o);
         once per chunk."""
-        h = self.obs_encoder(obs.flatten(1))
+        rows = obs.flatten(1)
+        if not self.training:  # as RowConv1d: a few zero rows more, so that no product has only one row
+            rows = F.pad(rows, (0, 0, 0, EXTRA_ROWS))
+            goal = None if goal is None else F.pad(goal, (0, 0, 0, EXTRA_ROWS))
+        h = self.obs_encoder(rows)
         if goal is not None:
             h = h + goal
-        return self.cond_proj(F.mish(h)) + self.film_offset
+        out = self.cond_proj(F.mish(h)) + self.film_offset
+        return out if self.training else out[:-EXTRA_ROWS]
 
     def sigma_features(self, c_noise: Tensor) -> Tensor:
         """FiLM terms of the noise level (N, n_film) for c_noise (N,); once per schedule when sampling."""
