@@ -16,6 +16,7 @@ from scorepolicy.commands.compare import Compare, PlanSize, format_per_task, run
 from scorepolicy.commands.data import DataCommand, run_data_command
 from scorepolicy.commands.distill import Distill, run_distill
 from scorepolicy.commands.export import Export, run_export
+from scorepolicy.commands.guard import GuardBench, GuardCalibrate, GuardCommand, run_guard_command
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.commands.serve import Serve, run_serve
 from scorepolicy.core.task import Condition
@@ -187,6 +188,9 @@ Command = (
     | Annotated[Serve, tyro.conf.subcommand("serve")]
     | Annotated[Export, tyro.conf.subcommand("export")]
     | Annotated[Distill, tyro.conf.subcommand("distill")]
+    | Annotated[
+        GuardCommand, tyro.conf.subcommand("guard", description="Run-time failure prediction (FIPER).")
+    ]
 )
 
 
@@ -363,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run_export(command))
         elif isinstance(command, Distill):
             print(run_distill(command))
+        elif isinstance(command, (GuardCalibrate, GuardBench)):
+            return run_guard_command(command)
         else:
             return run_data_command(command)
     except ScorePolicyError as e:

@@ -70,3 +70,30 @@ def test_guard_errors_are_one_line(
     assert main([*args, str(tmp_path / "guard"), "--nfe", "7"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "NFE 7" in err
+
+
+def test_guard_calibrate_needs_enough_successes(
+    obstacle_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["guard", "calibrate", str(obstacle_run), "--out", str(tmp_path / "g"), "--episodes", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "needs at least 19" in err
+    assert not (tmp_path / "g" / "monitor.json").exists()
+
+
+def test_guard_bench_reports_every_condition_and_rule(obstacle_run: Path, tmp_path: Path) -> None:
+    _monitor(obstacle_run, tmp_path / "guard")
+    out, png = tmp_path / "bench.json", tmp_path / "scores.png"
+    args = ["guard", "bench", str(obstacle_run), "--monitor", str(tmp_path / "guard"), "--episodes", "4"]
+    args += ["--conditions", "nominal,block-shift", "--n-envs", "4", "--json", str(out), "--plot", str(png)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result["conditions"]) == {"nominal", "block-shift"}
+    for cond in result["conditions"].values():
+        assert cond["n_episodes"] == 4 and set(cond["rules"]) == {"and", "rnd", "ace"}
+        for metrics in cond["rules"].values():
+            assert {"tpr", "tnr", "accuracy", "mean_detection_time", "twa", "twa_ci"} <= set(metrics)
+    assert [row["delta"] for row in result["false_alarms_on_fresh_successes"]] == [0.05, 0.1]
+    assert result["overhead"]["n_samples"] == 3 and result["overhead"]["guarded_cpu_ms"] > 0
+    assert result["provenance"]["versions"]["scorepolicy"]
+    assert ("plot" in result) == png.is_file()

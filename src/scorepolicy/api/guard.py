@@ -1,14 +1,21 @@
-"""Guarding a trained run: calibrate its FIPER monitor (rollouts of the run on its task) and save it."""
+"""Guarding a trained run: calibrate its FIPER monitor (rollouts of the run on its task) and save it;
+benchmark a monitor per perturbation condition."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from scorepolicy.api.runs import load_policy, run_task_name
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation.rollout import RolloutOptions
+from scorepolicy.evaluation.stats import wilson_interval
 from scorepolicy.guard import GuardSettings, Monitor, calibrate
 from scorepolicy.guard.calibrate import CALIBRATION_SEED
+from scorepolicy.policies import ChunkPolicy
+from scorepolicy.provenance import provenance
 
 
 def calibrate_run(
@@ -32,3 +39,153 @@ def calibrate_run(
     if out is not None:
         monitor.save(out)
     return monitor
+
+
+@dataclass
+class BenchConfig:
+    """What `scorepolicy guard bench` (and benchmarks/guard.py) measures."""
+
+    run: Path
+    """Run directory (a score policy)."""
+    conditions: str = "nominal,obs-noise,block-shift,unseen-start"
+    """Comma-separated conditions (see `scorepolicy.envs.conditions`)."""
+    monitor: Path | None = None
+    """A calibrated monitor directory; None calibrates one on nominal episodes first."""
+    calibration_episodes: int = 150
+    """Calibration episodes when no monitor is given (seeds CALIBRATION_SEED..)."""
+    delta: float = 0.05
+    """δ of the headline monitor when no monitor is given."""
+    episodes: int = 100
+    """Test episodes per condition."""
+    seed: int | None = None
+    """First test seed (default: the task's)."""
+    nfe: int | None = None
+    """Denoiser evaluations per chunk (default: the run's)."""
+    n_envs: int = 50
+    """Environments stepped together."""
+    positions: Literal["action", "cumsum"] = "action"
+    """How the entropy reads positions from actions when calibrating here."""
+    plot: Path | None = None
+    """PNG of both scores over time for a failing and a succeeding episode."""
+    deltas: tuple[float, ...] = (0.05, 0.1)
+    """δ values whose false-alarm rate on fresh nominal successes is reported."""
+    windows: tuple[int, ...] = (1, 2, 4, 8)
+    """Windows of the sweep (reported beside the headline, never chosen on the test episodes)."""
+    overhead_repeats: int = 300
+    """Timed decisions for the overhead."""
+
+
+def bench_monitor(cfg: BenchConfig, policy: ChunkPolicy, task_name: str) -> Monitor:
+    """The monitor under test: loaded (and checked against the policy), or calibrated on nominal episodes."""
+    if cfg.monitor is not None:
+        monitor = Monitor.load(cfg.monitor)
+        monitor.check_policy(policy, str(cfg.monitor))
+        return monitor
+    options = RolloutOptions(n_envs=cfg.n_envs, progress=False)
+    settings = GuardSettings(positions=cfg.positions)
+    return calibrate(
+        policy, get_task(task_name), cfg.calibration_episodes, cfg.delta, settings=settings, options=options
+    )
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Calibrate (or load) a monitor, roll out every condition guarded, and measure it (see guard.bench)."""
+    from scorepolicy.guard import bench
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    policy = load_policy(cfg.run, cfg.nfe)
+    task_name = run_task_name(cfg.run)
+    conditions = [c.strip() for c in cfg.conditions.split(",") if c.strip()]
+    tasks = {c: get_task(task_name, c) for c in conditions}  # bad names fail before any rollout
+    monitor = bench_monitor(cfg, policy, task_name)
+    t_cal = time.perf_counter() - t0
+    first = tasks[conditions[0]].default_seed if cfg.seed is None else cfg.seed
+    seeds = range(first, first + cfg.episodes)
+    options = RolloutOptions(n_envs=cfg.n_envs, progress=False)
+    records = {c: bench.guarded_records(policy, monitor, tasks[c], seeds, options) for c in conditions}
+    pooled = [r for rs in records.values() for r in rs]
+    per_condition = {}
+    for c, rs in records.items():
+        s = sum(float(r["success"]) > 0.5 for r in rs)
+        per_condition[c] = {
+            "condition": tasks[c].condition.as_dict(),
+            "n_episodes": len(rs),
+            "success_rate": s / len(rs),
+            "success_ci": list(wilson_interval(s, len(rs))),
+            "rules": bench.rule_metrics(monitor, rs),
+        }
+    fresh = [r for r in records.get("nominal", []) if float(r["success"]) > 0.5]
+    result: dict[str, Any] = {
+        "run": str(cfg.run),
+        "task": task_name,
+        "test_seeds": [first, first + cfg.episodes - 1],
+        "monitor": {k: v for k, v in monitor.settings.items() if k != "rnd"}
+        | {"rnd": monitor.settings["rnd"]},
+        "thresholds": {k: v.tolist() for k, v in monitor.thresholds.items()},
+        "calibration": {k: v for k, v in monitor.info.items() if k not in ("provenance", "rnd_loss")},
+        "conditions": per_condition,
+        "pooled": bench.rule_metrics(monitor, pooled),
+        "false_alarms_on_fresh_successes": bench.false_alarms(monitor, fresh, cfg.deltas),
+        "window_sweep": bench.window_sweep(monitor, pooled, cfg.windows),
+        "overhead": bench.decision_overhead(policy, monitor, cfg.overhead_repeats),
+        "seconds": {"calibration": t_cal, "total": time.perf_counter() - t0, "cpu": time.process_time() - c0},
+        "provenance": provenance(task_name),
+    }
+    if cfg.plot is not None:
+        picked = bench.pick_plot_episodes(records, monitor)
+        if picked is not None:
+            bench.plot_scores(monitor, picked[0], picked[1], cfg.plot)
+            result["plot"] = {"path": str(cfg.plot), "failure": _ref(picked[0]), "success": _ref(picked[1])}
+    return result
+
+
+def _ref(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in ("condition", "seed", "length", "first_alarm_step")}
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """The benchmark as a text table: per condition and rule, TPR / TNR / accuracy / DT / TWA with intervals."""
+
+    def est(m: dict[str, Any], key: str) -> str:
+        v, ci = m.get(key), m.get(f"{key}_ci")
+        if v is None:
+            return "–"
+        return f"{v:.2f} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{v:.2f}"
+
+    lines = [
+        "| condition | success | rule | TPR | TNR | accuracy | DT | TWA |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [(c, v["success_rate"], v["rules"]) for c, v in result["conditions"].items()]
+    rows.append(("pooled", None, result["pooled"]))
+    for cond, success, rules in rows:
+        for rule, m in rules.items():
+            succ = f"{success:.0%}" if success is not None else ""
+            lines.append(
+                f"| {cond} | {succ} | {RULE_LABELS[rule]} | {est(m, 'tpr')} | {est(m, 'tnr')} | "
+                f"{est(m, 'accuracy')} | {est(m, 'mean_detection_time')} | {est(m, 'twa')} |"
+            )
+    for row in result["false_alarms_on_fresh_successes"]:
+        ci, head = row["ci"], f"false alarms on fresh successes, δ = {row['delta']:g}"
+        if "error" in row:
+            lines.append(f"{head}: not calibrated ({row['error']})")
+        elif ci is None:
+            lines.append(f"{head}: no fresh successful episodes")
+        else:
+            rate = f"{row['rate']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})"
+            lines.append(f"{head}: {row['false_alarms']}/{row['n_successes']} = {rate}")
+    lines.append("FIPER pooled over conditions by window and threshold style (TPR / TNR / accuracy / TWA):")
+    for row in result["window_sweep"]:
+        vals = " / ".join(
+            "–" if row[k] is None else f"{row[k]:.2f}" for k in ("tpr", "tnr", "accuracy", "twa")
+        )
+        lines.append(f"  w = {row['window']}, {row['style']}: {vals}")
+    o = result["overhead"]
+    lines.append(
+        f"overhead per decision (B = {o['n_samples']}, NFE {o['nfe']}, batch 1, CPU time): {o['overhead_ms']:.2f} ms "
+        f"(policy {o['policy_cpu_ms']:.2f} ms, guarded {o['guarded_cpu_ms']:.2f} ms; wall {o['overhead_wall_ms']:.2f} ms)"
+    )
+    return "\n".join(lines)
+
+
+RULE_LABELS = {"and": "FIPER", "rnd": "RND alone", "ace": "ACE alone"}

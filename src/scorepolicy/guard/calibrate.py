@@ -22,7 +22,7 @@ from scorepolicy.evaluation.rollout import RolloutOptions
 from scorepolicy.evaluation.waves import run_rollouts
 from scorepolicy.guard.guarded import ScoreRecorder
 from scorepolicy.guard.monitor import SCORES, Monitor, Rule, Style, policy_sha256
-from scorepolicy.guard.scores import RND, PositionMode, RNDConfig, cell_size, chunk_entropy, novelty
+from scorepolicy.guard.scores import RND, Novelty, PositionMode, RNDConfig, cell_size, chunk_entropy
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.provenance import provenance
 
@@ -37,8 +37,10 @@ class GuardSettings:
 
     n_samples: int = 8
     """B: chunks sampled per decision for the entropy score (one batched call with the policy's own)."""
-    window: int = 4
-    """Decisions summed in each windowed score (FIPER's w, in decisions of n_action_steps env steps)."""
+    window: int = 8
+    """Decisions summed in each windowed score (FIPER's w, in decisions of n_action_steps env steps). 8 was
+    chosen on Push-T validation seeds 400000.. (per-episode AUROC of failure vs success, RND 0.65 → 0.68
+    and entropy 0.69 → 0.73 from w = 4 to 8), never on the benchmark's test seeds."""
     style: Style = "episode"
     """'episode': one threshold per score, P(false alarm in a success) ≤ δ guaranteed; 'step': a threshold
     per decision index (tighter, not guaranteed)."""
@@ -67,13 +69,11 @@ def embeddings(policy: ChunkPolicy, histories: Tensor, batch: int = 4096) -> Ten
     return torch.cat(parts).clone()
 
 
-def raw_scores(
-    policy: ChunkPolicy, rnd: RND, cell: Tensor, trace: tuple[Tensor, Tensor]
-) -> dict[str, np.ndarray]:
+def raw_scores(novelty: Novelty, cell: Tensor, trace: tuple[Tensor, Tensor]) -> dict[str, np.ndarray]:
     """Per-decision raw scores of one episode from its histories (T, T_o, d_o) and positions (T, B, K, D),
     the same bits as the guarded policy computes them online."""
     hist, pos = trace
-    return {"rnd": novelty(policy, rnd, hist).numpy(), "ace": chunk_entropy(pos, cell).numpy()}
+    return {"rnd": novelty(hist).numpy(), "ace": chunk_entropy(pos, cell).numpy()}
 
 
 def record_rollouts(
@@ -85,8 +85,7 @@ def record_rollouts(
 ) -> tuple[list[dict[str, Any]], dict[int, tuple[Tensor, Tensor]]]:
     """Roll out with the project's evaluation; the records and each episode's decision traces by seed."""
     recorder = ScoreRecorder(policy, settings.n_samples, settings.positions)
-    opts = dataclasses.replace((options or RolloutOptions()).rollout_options(), env_workers=1)
-    records = run_rollouts(recorder, task, seeds, opts)
+    records = run_rollouts(recorder, task, seeds, options)
     return records, recorder.traces
 
 
@@ -147,7 +146,8 @@ def fit_monitor(
     rnd = RND(z.shape[1], settings.rnd)
     losses = rnd.fit(z, settings.rnd)
     cell = cell_size(torch.cat([p for _, p in fit]), settings.cell_fraction)
-    per_episode = [raw_scores(policy, rnd, cell, t) for t in held]
+    novelty = Novelty(policy, rnd)
+    per_episode = [raw_scores(novelty, cell, t) for t in held]
     traces = {name: [e[name] for e in per_episode] for name in SCORES}
     d = policy.cfg.diffusion
     meta: dict[str, Any] = {

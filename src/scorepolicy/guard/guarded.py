@@ -24,12 +24,12 @@ from scorepolicy.diffusion.random import RowGenerators
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.guard.monitor import SCORES, Monitor, windowed
 from scorepolicy.guard.scores import (
+    Novelty,
     PositionMode,
     check_guardable,
     chunk_entropy,
     executed_positions,
     monitor_seeds,
-    novelty,
     sample_chunks,
 )
 from scorepolicy.policies import ChunkPolicy
@@ -100,17 +100,22 @@ class _ChunkLoop:
         else:
             self._history.append(o)
         if not self._queue:
-            history = torch.stack(list(self._history), dim=1)
-            samples = self._monitor_rows(o.shape[0])
-            chunk, sampled = sample_chunks(self.policy, history, samples, self.n_samples)
-            assert chunk is not None
-            self.decision_steps.append(self.step)
-            self._decide(history, executed_positions(sampled, self.n_executed, self.positions))
+            chunk = self.decide(torch.stack(list(self._history), dim=1))
             self._queue.extend(chunk[:, : self.n_executed].unbind(dim=1))
         self.step += 1
         action = self._queue.popleft()
         action = action[0] if single else action
         return action.numpy() if is_numpy else action  # type: ignore[return-value]
+
+    def decide(self, history: Tensor) -> Tensor:
+        """One decision for histories (n, T_o, d_o): the policy's chunks (n, H, A), with this decision's
+        monitor chunks sampled in the same batched call and scored."""
+        samples = self._monitor_rows(history.shape[0])
+        chunk, sampled = sample_chunks(self.policy, history, samples, self.n_samples)
+        assert chunk is not None
+        self.decision_steps.append(self.step)
+        self._decide(history, executed_positions(sampled, self.n_executed, self.positions))
+        return chunk
 
     def _monitor_rows(self, n: int) -> RowGenerators:
         if self._samples is None:
@@ -140,6 +145,7 @@ class GuardedPolicy(_ChunkLoop):
         monitor.check_policy(policy)
         super().__init__(policy, monitor.n_samples, monitor.positions)
         self.monitor = monitor
+        self.novelty = Novelty(policy, monitor.rnd)
         self.keep_scores = keep_scores
         self._rnd: list[list[float]] = []
         self._ace: list[list[float]] = []
@@ -167,7 +173,7 @@ class GuardedPolicy(_ChunkLoop):
         n = history.shape[0]
         if not self._rnd:
             self._rnd, self._ace, self._first = [[] for _ in range(n)], [[] for _ in range(n)], [None] * n
-        rnd = novelty(self.policy, self.monitor.rnd, history).numpy()
+        rnd = self.novelty(history).numpy()
         ace = chunk_entropy(positions, self.monitor.cell).numpy()
         t = len(self._rnd[0])
         w, rule = self.monitor.window, self.monitor.settings.get("rule", "and")
