@@ -71,6 +71,8 @@ RULES = (
     ),
 )
 
+ENTRY_POINTS = ("scorepolicy.cli", "scorepolicy.__main__")
+"""The command itself and `python -m scorepolicy` (which only calls cli.main, as the console script does)."""
 KNOWN_EXCEPTIONS: frozenset[str] = frozenset()
 """Modules allowed to break a rule for now (none: the CLI commands and offline_eval moved to commands/ and api/)."""
 
@@ -115,7 +117,7 @@ def violations(path: Path, source: str | None = None) -> list[str]:
     out: dict[int, str] = {}
     for target, line in imports(path, source):
         for rule in RULES:
-            if not under(name, rule.importer) or under(name, "scorepolicy.cli"):
+            if not under(name, rule.importer) or name in ENTRY_POINTS:
                 continue
             hit = next((f for f in rule.forbidden if under(target, f)), None)
             if hit is not None and not under(name, hit) and line not in out:

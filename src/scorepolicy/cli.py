@@ -26,6 +26,7 @@ from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.evaluation import EvalConfig, format_result
 from scorepolicy.files import atomic_write_json
 from scorepolicy.provenance import provenance
+from scorepolicy.training.distributed import env_ranks
 
 
 @dataclass
@@ -196,7 +197,10 @@ Command = (
 
 def do_train(job: api.TrainJob) -> None:
     result = api.run_training(job)
-    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; run directory: {result.run_dir}")
+    if env_ranks().is_main:  # under torchrun, every rank returns here
+        print(
+            f"trained {result.steps} steps in {result.seconds / 60:.1f} min; run directory: {result.run_dir}"
+        )
 
 
 def do_eval(args: Eval) -> None:
@@ -287,12 +291,17 @@ SHORTHANDS = {
     "--policy": "--policy.kind",
     "--denoiser": "--policy.denoiser",
     "--threads": "--train.num-threads",
+    "--device": "--train.device",
+    "--ranks": "--train.ranks",
 }
-"""`scorepolicy train` shorthands: `--policy mse-bc`, `--denoiser mode` and `--threads 2`."""
+"""`scorepolicy train` shorthands: `--policy mse-bc`, `--denoiser mode`, `--threads 2`, `--device cuda`,
+`--ranks 2`."""
 TRAIN_DESCRIPTION = (
     "Train a score policy on demonstrations. With --task, the task's recipe gives the defaults (shown by "
     "`scorepolicy train --task NAME --help`). `--out RUN --resume` alone continues RUN with its saved settings; "
-    "only --train.steps, logging, checkpoint cadence, progress and --threads may change on resume."
+    "only --train.steps, logging, checkpoint cadence, progress, --threads, --device and --ranks may change on "
+    "resume. --ranks N trains with N data-parallel processes (global batch unchanged); "
+    "`torchrun --nproc-per-node N -m scorepolicy train ...` does the same across machines."
 )
 
 

@@ -94,7 +94,7 @@ def atomic_save_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
     """Save tensors as safetensors, atomically (fsynced before the rename, mode from the umask)."""
-    data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
     atomic_write_bytes(path, data)
 
 

@@ -25,10 +25,13 @@ RESUME_SAFE = frozenset(
         "train.num_threads",
         "train.tensorboard",
         "train.progress",
+        "train.device",
+        "train.ranks",
     }
 )
 """Settings a resumed run may change: the length of the run (to extend it on purpose), logging, checkpoint
-cadence, progress and threads. Anything else (policy shape, data, seeds, batch size, optimiser) would break
+cadence, progress, threads, the device and the number of data-parallel ranks (the global batch stays, so
+the continuation matches up to the order of floating-point sums). Anything else (policy shape, data, seeds, batch size, optimiser) would break
 the bit-exact continuation and is refused."""
 
 

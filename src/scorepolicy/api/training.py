@@ -21,6 +21,9 @@ from scorepolicy.files import to_dict
 from scorepolicy.policies import ChunkPolicy, PolicyConfig, build_policy
 from scorepolicy.provenance import provenance
 from scorepolicy.training import TrainConfig, TrainResult, train
+from scorepolicy.training.distributed import env_ranks
+from scorepolicy.training.launch import launch_ranks
+from scorepolicy.training.loop import TrainingInterrupted
 
 DEFAULT_PUSHT_ZARR = Path("../shared/data/pusht_cchi_v7_replay.zarr")
 _PUSHT_RECIPE: dict[str, Any] = {
@@ -199,13 +202,23 @@ def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: 
 
 
 def run_training(job: TrainJob) -> TrainResult:
-    """Load data, build the policy and train it into job.out (or resume it)."""
-    dataset = open_dataset(job.data, job.dataset.format) if job.data is not None else None
-    task_name = job.task or detect_task(dataset)
+    """Load data, build the policy and train it into job.out (or resume it).
+
+    With job.train.ranks = N > 1 outside torchrun, N data-parallel ranks are started on this machine
+    (torchrun's environment contract) and rank 0's result is returned; under torchrun every rank calls this.
+    """
     if not job.resume and (job.out / "train_state.safetensors").exists():
         raise ScorePolicyError(
             f"{job.out}: already holds a run; pass --resume to continue it or choose another --out"
         )
+    if job.train.ranks > 1 and not env_ranks().active:
+        try:
+            result: TrainResult = launch_ranks(run_training, (job,), job.train.ranks)
+        except KeyboardInterrupt as e:
+            raise TrainingInterrupted(str(e)) from None
+        return result
+    dataset = open_dataset(job.data, job.dataset.format) if job.data is not None else None
+    task_name = job.task or detect_task(dataset)
     task, episodes, data_record = load_task_data(task_name, job, dataset)
     train_data, val_data = build_datasets(task, episodes, job.policy, job.dataset)
     policy = make_policy(task, job.policy, train_data, job.train.seed)

@@ -4,8 +4,10 @@ Every sampler has one signature: `sample_<name>(denoise, x, sigmas, *, generator
 `denoise(x, sigma) -> x0_hat` is the preconditioned denoiser D(x; σ) with the condition and guidance
 already closed over; `sigma` is passed as a (B,) tensor. `sigmas` is a decreasing schedule ending in 0
 (see `schedules.py`), as a tensor or as plain floats (`tensor.tolist()`): with floats the deterministic
-samplers branch on Python numbers only, so that `torch.export` can trace a whole chunk into one graph.
-`x` starts as σ_0 · N(0, I). `callback(i, x, sigma, denoised)` sees every step.
+samplers branch on Python numbers only, so that `torch.export` can trace a whole chunk into one graph. A
+tensor schedule may stay on the CPU while `x` is on another device: its 0-dim entries broadcast like
+numbers, and the branches on σ need no device synchronisation (`denoise` receives σ on the schedule's
+device). `x` starts as σ_0 · N(0, I). `callback(i, x, sigma, denoised)` sees every step.
 Stochastic samplers draw their noise from `generator`: one `torch.Generator` for the batch, or
 `RowGenerators` (one stream per row, so a row's samples do not depend on the batch it is in).
 """
@@ -152,7 +154,7 @@ def sample_euler_ancestral(
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
         x = x + (x - denoised) / sigmas[i] * (sigma_down - sigmas[i])
         if sigmas[i + 1] > 0:
-            x = x + randn(x.shape, generator, x.dtype) * sigma_up
+            x = x + randn(x.shape, generator, x.dtype, x.device) * sigma_up
     return x
 
 

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scorepolicy.diffusion.random import NoiseSource, RowGenerators, randn
+from scorepolicy.diffusion.random import (
+    NoiseSource,
+    RowGenerators,
+    TrainNoise,
+    bernoulli,
+    generator_device,
+    make_generator,
+    randn,
+)
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import (
     atomic_save_tensors,
@@ -84,7 +92,8 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         for name, dim in self.normalized_fields().items():
             self.register_buffer(f"{name}_min", -torch.ones(dim))
             self.register_buffer(f"{name}_max", torch.ones(dim))
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self._noise_seed = cfg.seed  # the seed of `generator` (it is re-made when the policy changes device)
+        self.generator = make_generator(cfg.seed)
         self._row_generators: RowGenerators | None = None  # one noise stream per batch row, if set
         self._noise_override: NoiseSource | None = None  # set inside `noise_from`
         self._frozen = False  # weights frozen for inference: caches below are valid
@@ -110,6 +119,20 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
     def check_config(cls, cfg: PolicyConfig, where: str = "config") -> None:
         """One-line errors for inconsistent settings, checked by the family's config class."""
         check_base_config(cls.family_config(cfg), where)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the policy's weights: inputs, noise and generators follow it."""
+        return self.obs_min.device
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        """Module.to/cuda/...; the noise generators move along (re-seeded: each device has its own RNG)."""
+        out = super()._apply(fn, recurse)
+        if self.generator.device != generator_device(self.device):
+            self.generator = make_generator(self._noise_seed, self.device)
+            if self._row_generators is not None:
+                self._row_generators = RowGenerators(self._row_generators.seeds, self.device)
+        return out
 
     def normalized_fields(self) -> dict[str, int]:
         """Fields with min/max normalisation statistics and their sizes."""
@@ -155,7 +178,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
 
     # ---------------------------------------------------------------- conditioning
     def augment_observations(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None
+        self, batch: dict[str, Tensor], generator: TrainNoise | None
     ) -> dict[str, Tensor]:
         """The training batch with cfg.obs_noise × half-range Gaussian noise on the observed state
         (goal entries untouched); unchanged, and no random numbers drawn, when off or not training."""
@@ -163,7 +186,9 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             return batch
         obs, n = batch["obs"], self.cfg.goal.obs_width
         state = obs[..., : obs.shape[-1] - n]
-        noise = torch.randn(state.shape, generator=generator) * (self.cfg.obs_noise * self._scale("obs")[1])
+        noise = randn(state.shape, generator, device=state.device) * (
+            self.cfg.obs_noise * self._scale("obs")[1]
+        )
         return {**batch, "obs": torch.cat([state + noise, obs[..., state.shape[-1] :]], dim=-1)}
 
     def split_observation(self, obs: Tensor, goal: Goal | None = None) -> tuple[Tensor, Goal | None]:
@@ -185,10 +210,9 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             found["goal"] = tail
         return state, found
 
-    def goal_keep_mask(self, batch: int, generator: torch.Generator | None) -> Tensor:
+    def goal_keep_mask(self, batch: int, generator: TrainNoise | None) -> Tensor:
         """Per-sample 1 (keep) / 0 (drop) for goal dropout during training."""
-        p = self.cfg.goal.dropout
-        return torch.bernoulli(torch.full((batch,), 1.0 - p), generator=generator)
+        return bernoulli((batch,), 1.0 - self.cfg.goal.dropout, generator, self.device)
 
     def condition(
         self,
@@ -220,10 +244,10 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                 raise ScorePolicyError(
                     f"goal: field 'task' missing; this policy needs task ids 0..{g.n_tasks - 1}"
                 )
-            task = torch.as_tensor(goal["task"]).reshape(-1).long()
+            task = torch.as_tensor(goal["task"], device=self.device).reshape(-1).long()
             task = task.expand(batch) if task.numel() == 1 else task
             checked = not torch.compiler.is_exporting()  # a graph cannot raise: its caller checks values
-            if checked and (task.shape[0] != batch or bool(((task < 0) | (task >= g.n_tasks)).any())):
+            if checked and (task.shape[0] != batch or _any((task < 0) | (task >= g.n_tasks))):
                 raise ScorePolicyError(f"goal: 'task' must be {batch} ids in 0..{g.n_tasks - 1}")
         if g.goal_dim > 0:
             if goal.get("goal") is None:
@@ -231,15 +255,15 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                     f"goal: field 'goal' missing; this policy needs goal vectors of size {g.goal_dim}"
                 )
             self._check_goal_size(goal)
-            value = goal["goal"]
+            given = goal["goal"]
             raw = (
-                value.float() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, np.float32))
+                given.float() if isinstance(given, Tensor) else torch.as_tensor(np.asarray(given, np.float32))
             )
-            raw = raw.reshape(-1, g.goal_dim)
+            raw = raw.to(self.device).reshape(-1, g.goal_dim)
             if raw.shape[0] == 1 and batch > 1:
                 raw = raw.expand(batch, -1)
             checked = not torch.compiler.is_exporting()
-            if checked and (raw.shape[0] != batch or not torch.isfinite(raw).all()):
+            if checked and (raw.shape[0] != batch or _any(~torch.isfinite(raw))):
                 raise ScorePolicyError(f"goal: 'goal' must be finite, of shape ({batch}, {g.goal_dim})")
             vec = self.normalize("goal", raw)
         return task, vec
@@ -264,9 +288,9 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
     # ---------------------------------------------------------------- interface for families
     @abc.abstractmethod
     def compute_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: TrainNoise | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """Training loss on a batch of raw values {'obs', 'action'[, 'task', 'goal']}."""
+        """Training loss on a batch of raw values {'obs', 'action'[, 'task', 'goal']} on the policy's device."""
 
     @abc.abstractmethod
     def predict_action_chunk(self, obs: Tensor, *, goal: Goal | None = None) -> Tensor:
@@ -274,8 +298,8 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
 
     # ---------------------------------------------------------------- inference speed
     def optimize_for_inference(self) -> ChunkPolicy:
-        """Freeze the weights for inference: caches become valid, and the MLP/transformer forward is
-        replaced by a frozen TorchScript copy (about 2× faster at batch 1 on a CPU).
+        """Freeze the weights for inference: caches become valid, and on a CPU the MLP/transformer forward
+        is replaced by a frozen TorchScript copy (about 2× faster at batch 1; other devices run eagerly).
 
         `train()` and `load_state_dict` undo it.
         """
@@ -283,7 +307,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         self.eval()
         self._clear_caches()
         self._frozen = True
-        if cfg.denoiser == "mode":
+        if cfg.denoiser == "mode" or self.device.type != "cpu":
             return self  # MoDE's speed-up is its per-step expert cache, kept by the family
         with torch.no_grad():
             cond = self.condition(torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim - cfg.goal.obs_width), None)
@@ -340,7 +364,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                 f"sampling noise: reset(seeds=...) gave {len(rows)} rows but the batch has {batch}; "
                 "call policy.reset(seeds=...) with one seed per batch row"
             )
-        return randn((batch, self.cfg.horizon, self.cfg.action_dim), self.noise_source)
+        return randn((batch, self.cfg.horizon, self.cfg.action_dim), self.noise_source, device=self.device)
 
     # ---------------------------------------------------------------- acting
     def reset(
@@ -360,21 +384,24 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             self._check_goal_size(goal)
         self._goal = goal
         if seed is not None:
+            self._noise_seed = seed
             self.generator.manual_seed(seed)
             self._row_generators = None
         elif seeds is not None:
-            self._row_generators = RowGenerators(seeds)
+            self._row_generators = RowGenerators(seeds, self.device)
 
     def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
         """One action per env for observations (B, d_o) or (d_o,); re-plans every n_action_steps.
 
-        `goal` overrides the goal given to `reset` (goal-conditioned policies).
+        `goal` overrides the goal given to `reset` (goal-conditioned policies). The action comes back as
+        the observation came in: a numpy array, or a tensor on the observation's device.
         """
         is_numpy = isinstance(obs, np.ndarray)
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32) if is_numpy else obs, dtype=torch.float32)
-        single = o.ndim == 1
+        single, where = o.ndim == 1, o.device
         o = o.reshape(1, -1) if single else o
         self._check_obs(o, (self.cfg.obs_dim,))
+        o = o.to(self.device)
         if self._obs_history and self._obs_history[-1].shape[0] != o.shape[0]:
             raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
         if not self._obs_history:
@@ -387,7 +414,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
             self._action_queue.extend(chunk[:, : self.cfg.n_action_steps].unbind(dim=1))
         action = self._action_queue.popleft()
         action = action[0] if single else action
-        return action.numpy() if is_numpy else action  # type: ignore[return-value]
+        return action.cpu().numpy() if is_numpy else action.to(where)  # type: ignore[return-value]
 
     @property
     def queued_actions(self) -> int:
@@ -401,7 +428,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                 f"observation: expected shape (batch, {', '.join(map(str, tail))}), got {tuple(obs.shape)}; "
                 f"the policy was trained on observations of size {self.cfg.obs_dim}"
             )
-        if not torch.isfinite(obs).all():
+        if _any(~torch.isfinite(obs)):
             raise ScorePolicyError("observation: contains NaN or inf; check the sensor/env output")
 
     # ---------------------------------------------------------------- save / load
@@ -440,6 +467,16 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
 
 
 PolicyT = TypeVar("PolicyT", bound=ChunkPolicy)
+
+
+def scalar(value: Tensor) -> float:
+    """A one-element tensor as a float for logs (NaN on torch's `meta` device, which holds no values)."""
+    return float("nan") if value.device.type == "meta" else float(value.detach())
+
+
+def _any(mask: Tensor) -> bool:
+    """Whether any entry of a boolean tensor is set (False on torch's `meta` device, which holds no values)."""
+    return mask.device.type != "meta" and bool(mask.any())
 
 
 def frozen_trace(

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from scorepolicy.diffusion import steps_for_nfe
-from scorepolicy.diffusion.random import NoiseSource, randn
+from scorepolicy.diffusion.random import NoiseSource, TrainNoise, randint, randn
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.policies.base import ChunkPolicy, Goal
+from scorepolicy.policies.base import ChunkPolicy, Goal, scalar
 from scorepolicy.policies.config import DDPMConfig, DDPMPolicyConfig, MSEBCPolicyConfig, PolicyConfig
 from scorepolicy.policies.registry import register_policy
 
@@ -51,7 +51,7 @@ class MSEBCPolicy(ChunkPolicy):
     config_class = MSEBCPolicyConfig
 
     def _features(self) -> Tensor:
-        return self.denoiser.sigma_features(torch.zeros(1))
+        return self.denoiser.sigma_features(torch.zeros(1, device=self.device))
 
     def _regress(self, cond: Tensor) -> Tensor:
         x = cond.new_zeros(cond.shape[0], self.cfg.horizon, self.cfg.action_dim)
@@ -59,19 +59,20 @@ class MSEBCPolicy(ChunkPolicy):
         return net(x, self._features(), cond)
 
     def compute_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: TrainNoise | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """MSE between the predicted and the demonstrated normalised action chunk."""
         target = self.normalize("action", batch["action"])
         obs = self.augment_observations(batch, generator)["obs"]
         pred = self._regress(_condition(self, obs, _batch_goal(batch)))
         loss = torch.nn.functional.mse_loss(pred, target)
-        return loss, {"loss": float(loss.detach()), "mse": float(loss.detach())}
+        return loss, {"loss": scalar(loss), "mse": scalar(loss)}
 
     @torch.inference_mode()
     def predict_action_chunk(self, obs: Tensor, *, goal: Goal | None = None) -> Tensor:
         """Raw actions (B, T_p, d_a) for raw observation histories (B, T_o, d_o): one network call."""
         self._check_obs(obs, (self.cfg.n_obs_steps, self.cfg.obs_dim))
+        obs = obs.to(self.device)
         pred = self._regress(_condition(self, obs, goal if goal is not None else self._goal))
         return self.unnormalize("action", pred.clamp(-1.0, 1.0))
 
@@ -135,7 +136,7 @@ def ddpm_sample(
         var = beta * (1 - a_prev) / (1 - a_t)
         x = mean
         if i + 1 < len(timesteps) and var > 0:
-            x = x + math.sqrt(var) * randn(x.shape, generator, x.dtype)
+            x = x + math.sqrt(var) * randn(x.shape, generator, x.dtype, x.device)
     return x
 
 
@@ -149,23 +150,24 @@ class DDPMPolicy(ChunkPolicy):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__(cfg)
         self.register_buffer("alphas_cumprod", ddpm_alphas_cumprod(cfg.ddpm), persistent=False)
+        self._alphas_cumprod_cpu = ddpm_alphas_cumprod(cfg.ddpm)  # read as numbers while sampling
 
     def _features(self, t: Tensor) -> Tensor:
         return self.denoiser.sigma_features(t.float() / self.cfg.ddpm.train_steps)
 
     def compute_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: TrainNoise | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """ε-prediction MSE at a uniformly drawn step t of each sample."""
         x0 = self.normalize("action", batch["action"])
         cond = _condition(self, self.augment_observations(batch, generator)["obs"], _batch_goal(batch))
         b = x0.shape[0]
-        t = torch.randint(0, self.cfg.ddpm.train_steps, (b,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        t = randint(self.cfg.ddpm.train_steps, (b,), generator, x0.device)
+        noise = randn(x0.shape, generator, device=x0.device)
         abar = self.alphas_cumprod[t].float().reshape(b, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         loss = torch.nn.functional.mse_loss(self.denoiser(x_t, self._features(t), cond), noise)
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": scalar(loss)}
 
     @torch.inference_mode()
     def predict_action_chunk(
@@ -175,11 +177,12 @@ class DDPMPolicy(ChunkPolicy):
         number of sampling steps, `noise` (B, T_p, d_a) the initial x_T."""
         cfg = self.cfg
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
+        obs = obs.to(self.device)
         cond = _condition(self, obs, goal if goal is not None else self._goal)
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
-        x_t = self.initial_noise(shape[0]) if noise is None else noise
+        x_t = self.initial_noise(shape[0]) if noise is None else noise.to(self.device)
         steps = ddpm_timesteps(cfg.ddpm.train_steps, nfe or cfg.ddpm.inference_steps)
-        feats = self._features(torch.tensor(steps))
+        feats = self._features(torch.tensor(steps, device=self.device))
         index = {t: i for i, t in enumerate(steps)}
         net = self._fast[0] if self._fast else self.denoiser
 
@@ -190,7 +193,7 @@ class DDPMPolicy(ChunkPolicy):
         x0 = ddpm_sample(
             eps,
             x_t,
-            self.alphas_cumprod,
+            self._alphas_cumprod_cpu,
             steps,
             sampler=cfg.ddpm.sampler,
             clip=cfg.ddpm.clip_sample,

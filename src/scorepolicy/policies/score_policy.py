@@ -24,9 +24,10 @@ from scorepolicy.diffusion import (
     steps_for_nfe,
 )
 from scorepolicy.diffusion.edm import RawNet, consistency_precond
+from scorepolicy.diffusion.random import TrainNoise, bernoulli, randn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
-from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace, read_policy_config
+from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace, read_policy_config, scalar
 from scorepolicy.policies.config import DiffusionConfig, PolicyConfig, ScorePolicyConfig
 from scorepolicy.policies.registry import register_policy
 
@@ -39,12 +40,17 @@ class ScheduleLevels:
     fused experts of every level (keyed by the level's index in the schedule, never by a float)."""
 
     def __init__(
-        self, sigmas: Tensor, feats: Tensor, prepared: list[Any], precond: Callable[[Tensor], Precond]
+        self,
+        sigmas: Tensor,
+        feats: Tensor,
+        prepared: list[Any],
+        precond: Callable[[Tensor], Precond],
+        device: torch.device,
     ) -> None:
-        self.sigmas = sigmas
+        self.sigmas = sigmas  # on the CPU: the samplers branch on it without device synchronisation
         self.feats = feats
         self.prepared = prepared
-        positive = sigmas[sigmas > 0]
+        positive = sigmas[sigmas > 0].to(device)
         self.precond = [precond(positive[i : i + 1]) for i in range(len(positive))]
         self.values: list[float] = sigmas.tolist()
         """The schedule as floats (exactly the tensor's values)."""
@@ -91,17 +97,17 @@ class ScorePolicy(ChunkPolicy):
         self._graphs.clear()  # the graphs hold the statistics as constants
 
     # ---------------------------------------------------------------- training
-    def sample_training_sigmas(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Noise levels from the configured training density."""
-        d = self.cfg.diffusion
+    def sample_training_sigmas(self, n: int, generator: TrainNoise | None = None) -> Tensor:
+        """Noise levels from the configured training density, on the policy's device."""
+        d, dev = self.cfg.diffusion, self.device
         if d.train_density == "lognormal":
-            return sample_log_normal(n, d.p_mean, d.p_std, d.sigma_min, d.sigma_max, generator)
+            return sample_log_normal(n, d.p_mean, d.p_std, d.sigma_min, d.sigma_max, generator, dev)
         if d.train_density == "loglogistic":
             loc = math.log(d.sigma_data)
-            return sample_log_logistic(n, loc, d.loglogistic_scale, d.sigma_min, d.sigma_max, generator)
-        return sample_log_uniform(n, d.sigma_min, d.sigma_max, generator)
+            return sample_log_logistic(n, loc, d.loglogistic_scale, d.sigma_min, d.sigma_max, generator, dev)
+        return sample_log_uniform(n, d.sigma_min, d.sigma_max, generator, dev)
 
-    def training_condition(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> Tensor:
+    def training_condition(self, batch: dict[str, Tensor], generator: TrainNoise | None) -> Tensor:
         """The condition of each sample, with goal dropout (classifier-free guidance training)."""
         g = self.cfg.goal
         explicit: Goal = {k: batch[k] for k in ("task", "goal") if k in batch}
@@ -118,12 +124,12 @@ class ScorePolicy(ChunkPolicy):
         keep = self.goal_keep_mask(b, generator) if g.dropout > 0 else None
         element_keep = None
         if g.dropout_mode == "element" and g.goal_dim > 0 and g.dropout > 0:
-            element_keep = torch.bernoulli(torch.full((b, g.goal_dim), 1.0 - g.dropout), generator=generator)
+            element_keep = bernoulli((b, g.goal_dim), 1.0 - g.dropout, generator, self.device)
             keep = keep if g.n_tasks > 0 else None
         return self.condition(obs, goal, keep=keep, element_keep=element_keep)
 
     def compute_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: TrainNoise | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """EDM denoising loss on raw {'obs': (B, T_o, d_o), 'action': (B, T_p, d_a)[, 'task', 'goal']}.
 
@@ -141,18 +147,18 @@ class ScorePolicy(ChunkPolicy):
         if k > 1:
             cond, x0 = cond.repeat_interleave(k, dim=0), x0.repeat_interleave(k, dim=0)
         sigma = self.sample_training_sigmas(x0.shape[0], generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        noise = randn(x0.shape, generator, device=x0.device)
 
         def net(x_in: Tensor, c_noise: Tensor) -> Tensor:
             return self.denoiser(x_in, self.denoiser.sigma_features(c_noise), cond)
 
         loss = edm_loss(net, x0, sigma, noise, self.cfg.diffusion.sigma_data).mean()
-        info = {"denoise_loss": float(loss.detach())}
+        info = {"denoise_loss": scalar(loss)}
         if isinstance(self.denoiser, MoDEDenoiser):
             balance = self.denoiser.balance_loss
-            info["balance_loss"] = float(balance.detach())
+            info["balance_loss"] = scalar(balance)
             loss = loss + self.cfg.mode.balance_weight * balance
-        info["loss"] = float(loss.detach())
+        info["loss"] = scalar(loss)
         return loss, info
 
     # ---------------------------------------------------------------- inference
@@ -180,7 +186,8 @@ class ScorePolicy(ChunkPolicy):
         noise: Tensor | None = None,
         guidance: float | None = None,
     ) -> Tensor:
-        """Raw actions (B, T_p, d_a) for raw observation histories (B, T_o, d_o).
+        """Raw actions (B, T_p, d_a) on the policy's device for raw observation histories (B, T_o, d_o)
+        (moved to the policy's device if they are elsewhere).
 
         `noise` (B, T_p, d_a), if given, is the standard-normal initial noise (for noise-space RL).
         Goal-conditioned policies take `goal` and the guidance weight λ (default: the config's):
@@ -188,11 +195,13 @@ class ScorePolicy(ChunkPolicy):
         """
         cfg = self.cfg
         self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
+        obs = obs.to(self.device)
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         if noise is None:
             noise = self.initial_noise(shape[0])
         elif tuple(noise.shape) != shape:
             raise ScorePolicyError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
+        noise = noise.to(self.device)
         graph = self._chunk_graph(nfe)
         if graph is not None:
             return graph(obs.float(), noise.float())
@@ -226,6 +235,8 @@ class ScorePolicy(ChunkPolicy):
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             i = levels.level(sigma) if order is None else next(order)
             net = self._level_net(levels, i, cond_all)
+            if i is None:
+                sigma = sigma.to(x.device)  # an off-schedule σ (the schedule itself stays on the CPU)
             sigma2 = sigma.repeat(2) if guided and sigma.numel() > 1 else sigma
             pre = self.precond(sigma2) if i is None else levels.precond[i]  # computed once per level
             if not guided:
@@ -251,11 +262,12 @@ class ScorePolicy(ChunkPolicy):
 
         At batch 1 a chunk costs per-op dispatch more than arithmetic, and one graph removes Python's
         share of it (about halves the time). Deterministic samplers only, without goals, MLP or
-        transformer denoisers (MoDE keeps its own per-level expert cache).
+        transformer denoisers (MoDE keeps its own per-level expert cache), on a CPU.
         """
         cfg, d = self.cfg, self.cfg.diffusion
         if (
             not self._frozen
+            or self.device.type != "cpu"
             or cfg.goal.enabled
             or cfg.denoiser == "mode"
             or d.sampler not in DETERMINISTIC_SAMPLERS
@@ -332,12 +344,12 @@ class ScorePolicy(ChunkPolicy):
         if key in self._schedules:
             return self._schedules[key]
         sigmas = self.sigmas(nfe)
-        positive = sigmas[sigmas > 0]
+        positive = sigmas[sigmas > 0].to(self.device)
         feats = self.denoiser.sigma_features(edm_precond(positive, d.sigma_data).c_noise)
         prepared: list[Any] = [None] * len(positive)
         if isinstance(self.denoiser, MoDEDenoiser) and self.cfg.mode.cache_experts:
             prepared = [self.denoiser.prepare(feats[i : i + 1]) for i in range(len(positive))]
-        levels = ScheduleLevels(sigmas, feats, prepared, self.precond)
+        levels = ScheduleLevels(sigmas, feats, prepared, self.precond, self.device)
         if self._frozen:
             self._schedules[key] = levels
         return levels

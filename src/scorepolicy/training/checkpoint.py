@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_save_tensors
@@ -51,15 +52,25 @@ def save_train_state(path: Path, state: TrainState) -> None:
     atomic_save_tensors(path, tensors, metadata={"train_state": json.dumps(meta)})
 
 
+def missing_state_error(path: Path) -> ScorePolicyError:
+    """The error for a run without a training state."""
+    return ScorePolicyError(f"{path}: no training state to resume from; train without --resume first")
+
+
 def load_train_state(path: Path, state: TrainState) -> None:
     """Restore `state` in place from `path` (written by save_train_state)."""
     if not path.is_file():
-        raise ScorePolicyError(f"{path}: no training state to resume from; train without --resume first")
+        raise missing_state_error(path)
+    load_train_state_bytes(path.read_bytes(), state, path)
+
+
+def load_train_state_bytes(data: bytes, state: TrainState, path: Path) -> None:
+    """Restore `state` in place from the bytes of a train_state.safetensors file (`path` names it in
+    errors). Tensors are read on the CPU, then copied onto the devices of `state`'s modules."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["train_state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (KeyError, json.JSONDecodeError, OSError, RuntimeError) as e:
+        meta = json.loads(_safetensors_metadata(data)["train_state"])
+        tensors = load_safetensors(data)
+    except (KeyError, ValueError, OSError, RuntimeError, SafetensorError) as e:
         raise ScorePolicyError(
             f"{path}: unreadable training state ({e}); resume from an earlier run copy"
         ) from e
@@ -76,6 +87,18 @@ def load_train_state(path: Path, state: TrainState) -> None:
     state.noise_gen.set_state(tensors["noise_gen"])
     state.data_rng.bit_generator.state = meta["data_rng"]
     state.step = int(meta["step"])
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's JSON header (an 8-byte little-endian length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("file shorter than a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise KeyError("__metadata__")
+    return meta
 
 
 def _load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path) -> None:

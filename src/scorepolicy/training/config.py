@@ -62,13 +62,20 @@ class TrainConfig:
     """Also log to TensorBoard (tb/ in the run directory)."""
     progress: bool = True
     """Show a progress bar."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto = CUDA when torch sees a device, else the CPU (`--device`)."""
+    ranks: int = 1
+    """Data-parallel processes (`--ranks`): each takes batch_size / ranks windows of every global batch and
+    gradients are averaged (DDP; gloo on CPU, NCCL on CUDA), so results match one process at the same
+    batch. N > 1 launches them on this machine with torchrun's environment; under torchrun the world size
+    comes from torchrun. Each rank uses num_threads torch threads."""
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self, prefix: str = "--train.") -> None:
         """One-line errors naming the flag of any value out of its range."""
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "val_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "val_every", "ranks"):
             check_field(_flag(prefix, name), getattr(self, name), at_least=1)
         for name in ("warmup_steps", "keep_snapshots", "num_threads", "seed", "weight_decay", "grad_clip"):
             check_field(_flag(prefix, name), getattr(self, name), at_least=0)
@@ -83,6 +90,11 @@ class TrainConfig:
         check_field(_flag(prefix, "ema_power"), self.ema_power, above=0)
         check_field(_flag(prefix, "ema_inv_gamma"), self.ema_inv_gamma, above=0)
         check_field(_flag(prefix, "ema_min_decay"), self.ema_min_decay, at_least=0, at_most=self.ema_decay)
+        if self.batch_size % self.ranks:
+            raise ScorePolicyError(
+                f"{_flag(prefix, 'batch_size')}: the global batch ({self.batch_size}) is split evenly over "
+                f"--ranks {self.ranks}; choose a multiple of {self.ranks}"
+            )
 
 
 def _flag(prefix: str, name: str) -> str:
