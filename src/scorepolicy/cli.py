@@ -20,6 +20,7 @@ from scorepolicy.commands.guard import GuardBench, GuardCalibrate, GuardCommand,
 from scorepolicy.commands.outputs import check_output_dir, check_output_file
 from scorepolicy.commands.serve import Serve, run_serve
 from scorepolicy.core.task import Condition
+from scorepolicy.devices import DeviceName
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.envs.conditions import check_condition_flags
 from scorepolicy.errors import ScorePolicyError, check_field
@@ -90,6 +91,8 @@ class Eval:
     monitor: Path | None = None
     """Run guarded by this calibrated monitor (`scorepolicy guard calibrate`): records `alarm` and
     `first_alarm_step` per episode and the alarm rates on successes and failures (with intervals)."""
+    device: DeviceName = "auto"
+    """Where the policy runs: auto = CUDA when torch sees a device, else the CPU (envs step on the CPU)."""
 
     def __post_init__(self) -> None:
         check_condition_flags(self.condition, self.condition_scale, self.condition_step)
@@ -109,7 +112,7 @@ class Eval:
 
 @dataclass
 class Latency:
-    """Median milliseconds per action chunk (batch 1 by default) on the CPU."""
+    """Median milliseconds per action chunk (batch 1 by default) on --device (the CPU here by default)."""
 
     run: tyro.conf.Positional[Path]
     """Run directory written by `scorepolicy train`, or a .onnx graph written by `scorepolicy export`."""
@@ -127,6 +130,8 @@ class Latency:
     """Write the result JSON here."""
     overwrite: bool = False
     """Replace an existing --json file (never the run's own files)."""
+    device: DeviceName = "auto"
+    """Where the policy runs: auto = CUDA when torch sees a device, else the CPU."""
 
     def __post_init__(self) -> None:
         for flag, value in (
@@ -233,6 +238,7 @@ def do_eval(args: Eval) -> None:
             latency=args.latency,
             condition=Condition(args.condition, args.condition_scale, args.condition_step),
             monitor=args.monitor,
+            device=args.device,
         )
     print(format_result(result))
     if result.get("per_task"):
@@ -252,11 +258,11 @@ def do_improve(job: api.ImproveJob) -> None:
 
 def do_latency(args: Latency) -> None:
     check_output_file(args.json, "--json", overwrite=args.overwrite)
-    policy = api.load_inference_policy(args.run, args.nfe, args.sampler)
+    policy = api.load_inference_policy(args.run, args.nfe, args.sampler, device=args.device)
     result = api.measure_latency(policy, batch=args.batch, threads=args.threads, repeats=args.repeats)
     print(
         f"{result['denoiser']} denoiser, NFE {result['nfe']} ({result['sampler']}), batch {result['batch']}, "
-        f"{result['threads']} thread(s), {result['path']}: {result['ms_per_chunk']:.3f} ms per chunk "
+        f"{result['threads']} thread(s), {result['path']} on {result['device']}: {result['ms_per_chunk']:.3f} ms per chunk "
         f"(median; p90 {result['ms_p90']:.3f})"
     )
     if result["deprecated_apis"]:

@@ -18,6 +18,7 @@ import torch
 
 from scorepolicy.api.runs import load_inference_policy, load_policy, run_task_name
 from scorepolicy.core.task import Condition
+from scorepolicy.devices import device_of, synchronize
 from scorepolicy.envs.registry import get_task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
@@ -52,6 +53,7 @@ def evaluate_run(
     latency: bool = False,
     condition: Condition | str | None = None,
     monitor: Path | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Evaluate a run's policy on its task; the result records the sampling settings and the run.
 
@@ -62,8 +64,11 @@ def evaluate_run(
     cfg.backend='ray' every worker loads the run itself. `latency` adds the batch-1 ms per chunk.
     With `monitor` (a calibrated guard directory) the policy runs guarded: each episode records `alarm`
     and `first_alarm_step`, and the result gains the alarm rates on successes and on failures.
+    The policy runs on `device` (auto: CUDA when available); envs step on the CPU.
     """
-    factory = functools.partial(load_inference_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
+    factory = functools.partial(
+        load_inference_policy, run_dir, nfe, sampler, sample_sigma_max, guidance, device
+    )
     policy = factory()
     rollout: BatchPolicy = policy
     rollout_factory: Callable[[], BatchPolicy] = factory
@@ -74,7 +79,9 @@ def evaluate_run(
                 f"--monitor: the guard reads the torch policy's embedding; evaluate the run, not {run_dir}"
             )
         rollout, guard = _guard(policy, monitor)
-        torch_factory = functools.partial(load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance)
+        torch_factory = functools.partial(
+            load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance, device
+        )
         rollout_factory = functools.partial(_guarded_policy, torch_factory, monitor)
     the_task = get_task(task or run_task_name(run_dir), condition)
     d = policy.cfg.diffusion
@@ -91,6 +98,7 @@ def evaluate_run(
     extra.update(guard)
     fingerprint = {**cfg.fingerprint, **extra}
     extra["path"] = inference_path(policy)
+    extra["device"] = str(device_of(policy))  # not in the fingerprint: a resumed evaluation may move
     if latency:
         extra["latency_ms"] = measure_latency(policy, repeats=100)["ms_per_chunk"]
     extra["provenance"] = provenance(the_task.name)
@@ -138,18 +146,22 @@ def measure_latency(
 ) -> dict[str, Any]:
     """Median and p90 wall-clock milliseconds per action chunk (predict_action_chunk) at a batch size,
     with the inference path that ran ('onnx', 'torch-graph', 'torch-denoiser-graph', 'torch-eager'), the
-    versions, and the APIs of that path which this torch marks deprecated."""
+    versions, and the APIs of that path which this torch marks deprecated. Timed on the policy's device
+    (observations made there; CUDA work is waited for before the clock stops)."""
     if isinstance(policy, OnnxPolicy):
         policy.set_threads(threads)
+    device = device_of(policy)
     with torch_threads(threads):
-        obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim)
+        obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim, device=device)
         obs[..., : policy.obs_min.shape[0]] += (policy.obs_min + policy.obs_max) / 2  # goal entries: task 0
         for _ in range(max(10, repeats // 10)):
             policy.predict_action_chunk(obs)
         times = []
         for _ in range(repeats):
+            synchronize(device)
             t0 = time.perf_counter()
             policy.predict_action_chunk(obs)
+            synchronize(device)
             times.append((time.perf_counter() - t0) * 1000)
     times.sort()
     return {
@@ -161,6 +173,7 @@ def measure_latency(
         "sampler": sampler_name(policy),
         "denoiser": policy.cfg.denoiser,
         "repeats": repeats,
+        "device": str(device),
         **inference_versions(policy),
     }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from scorepolicy.data.dataset_task import DATASET_TASK, no_simulator_message
+from scorepolicy.devices import resolve_device
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.export.graph import read_metadata
 from scorepolicy.export.runtime import OnnxPolicy, is_onnx_path
@@ -49,9 +50,11 @@ def load_policy(
     sampler: str | None = None,
     sample_sigma_max: float | None = None,
     guidance: float | None = None,
+    device: str = "cpu",
 ) -> ChunkPolicy:
-    """A trained policy ready for fast inference, optionally with another NFE, sampler or guidance λ."""
-    policy = ChunkPolicy.from_pretrained(run_dir)
+    """A trained policy ready for fast inference, optionally with another NFE, sampler or guidance λ, on
+    `device` (auto: CUDA when available; the weights are read on the CPU, then moved)."""
+    policy = ChunkPolicy.from_pretrained(run_dir, device)
     if nfe is not None and policy.cfg.kind == "ddpm":
         policy.cfg.ddpm.inference_steps = nfe  # DDPM's denoiser calls are its sampling steps
     elif nfe is not None:
@@ -76,11 +79,16 @@ def load_inference_policy(
     sampler: str | None = None,
     sample_sigma_max: float | None = None,
     guidance: float | None = None,
+    device: str = "cpu",
 ) -> ChunkPolicy | OnnxPolicy:
-    """`load_policy` for a run directory; for an exported graph (.onnx) an `OnnxPolicy` with as many
-    onnxruntime threads as torch has now (overrides must match what the graph was exported with)."""
+    """`load_policy` for a run directory (on `device`); for an exported graph (.onnx) an `OnnxPolicy` with as
+    many onnxruntime threads as torch has now (overrides must match what the graph was exported with)."""
     if not is_onnx_path(path):
-        return load_policy(path, nfe, sampler, sample_sigma_max, guidance)
+        return load_policy(path, nfe, sampler, sample_sigma_max, guidance, device)
+    if resolve_device(device).type != "cpu":
+        raise ScorePolicyError(
+            f"--device {device}: {path} runs on onnxruntime's CPU provider; use --device cpu"
+        )
     policy = OnnxPolicy(path, threads=torch.get_num_threads())
     d, g = policy.cfg.diffusion, policy.cfg.goal
     for flag, asked, exported in (

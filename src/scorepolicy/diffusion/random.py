@@ -52,6 +52,10 @@ class RowGenerators:
         rows.generators = [g for p in parts for g in p.generators]
         if not rows.generators:
             raise ValueError("RowGenerators needs at least one seed")
+        devices = {p.device for p in parts}
+        if len(devices) != 1:
+            raise ValueError(f"RowGenerators.concat: parts on several devices ({sorted(map(str, devices))})")
+        rows.device = devices.pop()
         return rows
 
     def __len__(self) -> int:

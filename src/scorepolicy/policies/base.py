@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from scorepolicy.devices import resolve_device
 from scorepolicy.diffusion.random import (
     NoiseSource,
     RowGenerators,
@@ -130,8 +131,8 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         out = super()._apply(fn, recurse)
         if self.generator.device != generator_device(self.device):
             self.generator = make_generator(self._noise_seed, self.device)
-            if self._row_generators is not None:
-                self._row_generators = RowGenerators(self._row_generators.seeds, self.device)
+        if self._row_generators is not None and self._row_generators.device != self.device:
+            self._row_generators = RowGenerators(self._row_generators.seeds, self.device)
         return out
 
     def normalized_fields(self) -> dict[str, int]:
@@ -440,11 +441,25 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         atomic_write_json(directory / "config.json", meta)
 
     @classmethod
-    def from_pretrained(cls: type[PolicyT], directory: str | Path) -> PolicyT:
+    def from_pretrained(
+        cls: type[PolicyT], directory: str | Path, device: str | torch.device = "cpu"
+    ) -> PolicyT:
         """Load a policy saved by `save_pretrained` (safetensors + JSON; nothing is unpickled).
 
-        Called on ChunkPolicy it returns the family named in config.json.
+        Called on ChunkPolicy it returns the family named in config.json. The weights are read on the CPU,
+        then the policy moves to `device` (auto: CUDA when available).
         """
+        from scorepolicy.policies.registry import improved_policy_class
+
+        target = resolve_device(device)
+        if target.type != "cpu" and improved_policy_class(Path(directory)) is not None:
+            raise ScorePolicyError(f"{directory}: RL-improved policies run on the CPU only; use --device cpu")
+        policy = cls._load_pretrained(directory)
+        return policy if target.type == "cpu" else policy.to(target)
+
+    @classmethod
+    def _load_pretrained(cls: type[PolicyT], directory: str | Path) -> PolicyT:
+        """`from_pretrained` on the CPU."""
         from scorepolicy.policies.registry import improved_policy_class, policy_class
 
         directory = Path(directory)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from scorepolicy.devices import resolve_device
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_save_tensors, atomic_write_json, from_dict, load_tensors, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
@@ -164,8 +165,10 @@ class DSRLPolicy(ScorePolicy):
         write_improved_config(directory, self.kind, to_dict(self.dsrl), self.reward, self, sha)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> Any:
-        """Load an improved run written by `save_pretrained` (the base verified by its hash)."""
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> Any:
+        """Load an improved run written by `save_pretrained` (the base verified by its hash); CPU only."""
+        if resolve_device(device).type != "cpu":
+            raise ScorePolicyError(f"{directory}: RL-improved policies run on the CPU only; use --device cpu")
         directory = Path(directory)
         meta = read_improved_config(directory)
         base = load_verified_base(directory)

@@ -11,14 +11,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.distributed as dist
 
+from scorepolicy import devices
 from scorepolicy.errors import ScorePolicyError
-
-DeviceName = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -67,21 +65,9 @@ def env_ranks() -> Ranks:
 
 
 def resolve_device(name: str, ranks: Ranks = Ranks()) -> torch.device:
-    """The device `--device` names: auto is CUDA when torch sees one, else the CPU; with several ranks on
-    CUDA each local rank takes its own device."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ScorePolicyError(f"--device: must be auto, cpu or cuda, got {name!r}")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ScorePolicyError("--device cuda: torch sees no CUDA device here; use --device cpu (or auto)")
-    count = torch.cuda.device_count()
-    if ranks.local_rank >= count:
-        raise ScorePolicyError(
-            f"--device cuda: local rank {ranks.local_rank} needs a CUDA device of its own but {count} are "
-            "visible; start at most that many ranks per machine"
-        )
-    return torch.device("cuda", ranks.local_rank)
+    """The device `--device` names for this rank: auto is CUDA when torch sees one, else the CPU; with
+    several ranks on CUDA each local rank takes its own device."""
+    return devices.resolve_device(name, ranks.local_rank)
 
 
 def local_batch_size(batch_size: int, ranks: Ranks) -> int:
@@ -151,7 +137,6 @@ def barrier(ranks: Ranks) -> None:
 
 
 __all__ = [
-    "DeviceName",
     "Ranks",
     "barrier",
     "broadcast_bytes",

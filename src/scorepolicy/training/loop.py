@@ -92,6 +92,8 @@ def to_torch(batch: dict[str, np.ndarray], device: torch.device | None = None) -
 def make_optimizer(policy: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW, fused into one kernel per step where this torch has it (about 15% faster steps on a CPU)."""
     kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    if next(policy.parameters()).device.type not in ("cpu", "cuda"):  # e.g. meta: no fused kernel
+        return torch.optim.AdamW(policy.parameters(), **kwargs)
     try:
         return torch.optim.AdamW(policy.parameters(), fused=True, **kwargs)
     except (RuntimeError, TypeError):  # no fused kernel for this device in this torch
@@ -146,10 +148,9 @@ def wrap_for_ranks(policy: ChunkPolicy, ranks: Ranks, device: torch.device) -> t
     ids = [device.index] if device.type == "cuda" else None
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     # the buffers (normaliser) are equal on every rank: synced once at the start, not before every step
-    quiet = (
-        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-    )
-    return DistributedDataParallel(module, device_ids=ids, **quiet)
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    ddp: Any = DistributedDataParallel
+    return ddp(module, device_ids=ids, **{key: False})
 
 
 def train_step(
