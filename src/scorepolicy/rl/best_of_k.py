@@ -208,7 +208,7 @@ def train_best_of_k(ctx: RLContext, cfg: BestOfKConfig, resume: bool) -> BestOfK
         bar.close()
         env.close()
     if (ctx.run_dir / BASE_DIR / "model.safetensors").is_file():
-        policy.save_critic(ctx.run_dir)  # the driver's verified copy of the base run is kept
+        policy.save_learned(ctx.run_dir)  # the driver's verified copy of the base run is kept
     else:
         policy.save_pretrained(ctx.run_dir)
     return policy

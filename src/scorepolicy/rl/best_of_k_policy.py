@@ -17,19 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scorepolicy.devices import resolve_device
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import atomic_save_tensors, atomic_write_json, from_dict, load_tensors, to_dict
+from scorepolicy.files import from_dict, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
-from scorepolicy.policies.base import FORMAT, FORMAT_VERSION, ArrayT, Goal
+from scorepolicy.policies.base import ArrayT, Goal
 from scorepolicy.rl.best_of_k_config import BestOfKConfig
-from scorepolicy.rl.common import (
-    BASE_DIR,
-    load_verified_base,
-    read_improved_config,
-    sha256_file,
-    write_improved_config,
-)
+from scorepolicy.rl.improved import ImprovedScorePolicy
 
 
 class QEnsemble(nn.Module):
@@ -58,10 +51,11 @@ def critic_input_dim(cfg: PolicyConfig, bok: BestOfKConfig) -> int:
     return cfg.n_obs_steps * (cfg.obs_dim - width) + width + n_exec * cfg.action_dim + int(bok.time_feature)
 
 
-class BestOfKPolicy(ScorePolicy):
+class BestOfKPolicy(ImprovedScorePolicy):
     """A frozen score policy whose chunk is the best of K of its own samples under a critic (module doc)."""
 
     kind = "best-of-k"
+    learned = "critic"
 
     def __init__(
         self, cfg: PolicyConfig, bok: BestOfKConfig, reward: str = "success", max_steps: int = 1
@@ -91,13 +85,6 @@ class BestOfKPolicy(ScorePolicy):
         self.fitted = True
 
     # ---------------------------------------------------------------- the critic's view
-    def features(self, obs: Tensor) -> Tensor:
-        """Flat state features of raw observation histories (B, T_o, obs_dim): the normalised state history
-        and, for goal-carrying observations, the last step's raw goal entries."""
-        width, state_dim = self.cfg.goal.obs_width, self.cfg.obs_dim - self.cfg.goal.obs_width
-        state = self.normalize("obs", obs[..., :state_dim].float()).flatten(1)
-        return torch.cat([state, obs[:, -1, state_dim:].float()], dim=1) if width else state
-
     def critic_input(self, feats: Tensor, chunks_norm: Tensor, t: Tensor) -> Tensor:
         """Critic input from state features (B, F), normalised chunks (B, H, d_a) and step indices (B,)."""
         executed = chunks_norm[:, : self.cfg.n_action_steps].flatten(1)
@@ -162,39 +149,14 @@ class BestOfKPolicy(ScorePolicy):
         """The method settings saved in config.json (with the step limit the time feature divides by)."""
         return {**to_dict(self.bok), "max_steps": self.max_steps}
 
-    def save_pretrained(self, directory: str | Path, state_dict: dict[str, Tensor] | None = None) -> None:
-        """Write an improved run: base/ (the base's weights and config), model.safetensors (the critic)
-        and config.json."""
-        directory = Path(directory)
-        base_state = {k: v for k, v in self.state_dict().items() if not k.startswith("critic.")}
-        atomic_save_tensors(directory / BASE_DIR / "model.safetensors", base_state)
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": to_dict(self.cfg)}
-        atomic_write_json(directory / BASE_DIR / "config.json", meta)
-        self.save_critic(directory)
-
-    def save_critic(self, directory: Path) -> None:
-        """model.safetensors (the critic) and config.json, for a base copy already in directory/base."""
-        atomic_save_tensors(Path(directory) / "model.safetensors", self.critic.state_dict())
-        sha = sha256_file(Path(directory) / BASE_DIR / "model.safetensors")
-        write_improved_config(directory, self.kind, self.method_config(), self.reward, self, sha)
-
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> Any:
         """Load an improved run written by `save_pretrained` (the base verified by its hash); CPU only."""
-        if resolve_device(device).type != "cpu":
-            raise ScorePolicyError(f"{directory}: RL-improved policies run on the CPU only; use --device cpu")
         directory = Path(directory)
-        meta = read_improved_config(directory)
-        base = load_verified_base(directory)
+        meta, base = cls.read_run(directory, device)
         settings = dict(meta["method"])
         max_steps = int(settings.pop("max_steps", 1))
         bok = from_dict(BestOfKConfig, settings, f"{directory}/config.json: method")
-        policy = cls.from_base(base, bok, str(meta.get("reward", "success")), max_steps)  # type: ignore[arg-type]
-        tensors = load_tensors(directory / "model.safetensors")
-        expected = policy.critic.state_dict()
-        if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
-            raise ScorePolicyError(
-                f"{directory}/model.safetensors: the critic's tensors do not match config.json's method settings"
-            )
-        policy.set_critic(tensors)
+        policy = cls.from_base(base, bok, str(meta.get("reward", "success")), max_steps)
+        policy.set_critic(policy.load_learned(directory))
         return policy.eval()

@@ -188,7 +188,7 @@ def train_dsrl(ctx: RLContext, cfg: DSRLConfig, resume: bool) -> DSRLPolicy:
     sync_actor(policy, agent)
     ctx.evaluate(policy, env.env_steps)
     if (ctx.run_dir / BASE_DIR / "model.safetensors").is_file():
-        policy.save_actor(ctx.run_dir)  # the driver's verified copy of the base run is kept
+        policy.save_learned(ctx.run_dir)  # the driver's verified copy of the base run is kept
     else:
         policy.save_pretrained(ctx.run_dir)
     return policy

@@ -15,19 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scorepolicy.devices import resolve_device
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import atomic_save_tensors, atomic_write_json, from_dict, load_tensors, to_dict
+from scorepolicy.files import from_dict, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
-from scorepolicy.policies.base import FORMAT, FORMAT_VERSION, Goal, frozen_trace
-from scorepolicy.rl.common import (
-    BASE_DIR,
-    load_verified_base,
-    read_improved_config,
-    sha256_file,
-    write_improved_config,
-)
+from scorepolicy.policies.base import Goal, frozen_trace
 from scorepolicy.rl.dsrl_config import DSRLConfig
+from scorepolicy.rl.improved import ImprovedScorePolicy
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's clamp of the actor's log std
 
@@ -70,10 +63,11 @@ def actor_input_dim(cfg: PolicyConfig) -> int:
     return cfg.n_obs_steps * (cfg.obs_dim - width) + width
 
 
-class DSRLPolicy(ScorePolicy):
+class DSRLPolicy(ImprovedScorePolicy):
     """A frozen score policy whose initial noise comes from a learned actor (see module doc)."""
 
     kind = "dsrl"
+    learned = "actor"
 
     def __init__(self, cfg: PolicyConfig, dsrl: DSRLConfig, reward: str = "success") -> None:
         super().__init__(cfg)
@@ -112,12 +106,6 @@ class DSRLPolicy(ScorePolicy):
         self.actor.load_state_dict(state)
         self._fast_actor.clear()
 
-    def features(self, obs: Tensor) -> Tensor:
-        """Actor input for raw observation histories (B, T_o, obs_dim)."""
-        width, state_dim = self.cfg.goal.obs_width, self.cfg.obs_dim - self.cfg.goal.obs_width
-        state = self.normalize("obs", obs[..., :state_dim]).flatten(1)
-        return torch.cat([state, obs[:, -1, state_dim:]], dim=1) if width else state
-
     def actor_noise(self, obs: Tensor) -> Tensor:
         """The initial noise (B, H, d_a) the actor chooses for raw observation histories."""
         b = obs.shape[0]
@@ -144,41 +132,16 @@ class DSRLPolicy(ScorePolicy):
         return super().predict_action_chunk(obs, goal=goal, nfe=nfe, noise=noise, guidance=guidance)
 
     # ---------------------------------------------------------------- save / load
-    def base_state_dict(self) -> dict[str, Tensor]:
-        """The base's weights (everything but the actor)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("actor.")}
-
-    def save_pretrained(self, directory: str | Path, state_dict: dict[str, Tensor] | None = None) -> None:
-        """Write an improved run: base/ (unless an identical copy is there), model.safetensors (the actor)
-        and config.json."""
-        directory = Path(directory)
-        weights = directory / BASE_DIR / "model.safetensors"
-        atomic_save_tensors(weights, self.base_state_dict())
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": to_dict(self.cfg)}
-        atomic_write_json(directory / BASE_DIR / "config.json", meta)
-        self.save_actor(directory)
-
-    def save_actor(self, directory: Path) -> None:
-        """model.safetensors (the actor) and config.json, for a base copy already in directory/base."""
-        atomic_save_tensors(Path(directory) / "model.safetensors", self.actor.state_dict())
-        sha = sha256_file(Path(directory) / BASE_DIR / "model.safetensors")
-        write_improved_config(directory, self.kind, to_dict(self.dsrl), self.reward, self, sha)
+    def method_config(self) -> dict[str, Any]:
+        """The DSRL settings saved in config.json."""
+        return to_dict(self.dsrl)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> Any:
         """Load an improved run written by `save_pretrained` (the base verified by its hash); CPU only."""
-        if resolve_device(device).type != "cpu":
-            raise ScorePolicyError(f"{directory}: RL-improved policies run on the CPU only; use --device cpu")
         directory = Path(directory)
-        meta = read_improved_config(directory)
-        base = load_verified_base(directory)
+        meta, base = cls.read_run(directory, device)
         dsrl = from_dict(DSRLConfig, meta["method"], f"{directory}/config.json: method")
-        policy = cls.from_base(base, dsrl, str(meta.get("reward", "success")))  # type: ignore[arg-type]
-        tensors = load_tensors(directory / "model.safetensors")
-        expected = policy.actor.state_dict()
-        if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
-            raise ScorePolicyError(
-                f"{directory}/model.safetensors: the actor's tensors do not match config.json's method settings"
-            )
-        policy.set_actor(tensors)
+        policy = cls.from_base(base, dsrl, str(meta.get("reward", "success")))
+        policy.set_actor(policy.load_learned(directory))
         return policy.eval()
