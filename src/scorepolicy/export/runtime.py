@@ -24,6 +24,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.export.graph import read_metadata, require_module
 from scorepolicy.files import from_dict
 from scorepolicy.policies import Goal, PolicyConfig, policy_class
+from scorepolicy.policies.base import next_queued_action
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
@@ -134,17 +135,7 @@ class OnnxPolicy:
         single = o.ndim == 1
         o = o.reshape(1, -1) if single else o
         self._check_obs(o.numpy(), (self.cfg.obs_dim,))
-        if self._obs_history and self._obs_history[-1].shape[0] != o.shape[0]:
-            raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
-        if not self._obs_history:
-            self._obs_history.extend([o] * self.cfg.n_obs_steps)
-        else:
-            self._obs_history.append(o)
-        if not self._action_queue:
-            history = torch.stack(list(self._obs_history), dim=1)
-            chunk = self.predict_action_chunk(history, goal=goal if goal is not None else self._goal)
-            self._action_queue.extend(chunk[:, : self.cfg.n_action_steps].unbind(dim=1))
-        action = self._action_queue.popleft()
+        action = next_queued_action(self, o, goal)
         action = action[0] if single else action
         return action if isinstance(obs, Tensor) else action.numpy()
 

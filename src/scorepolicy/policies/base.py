@@ -65,6 +65,26 @@ def check_base_config(cfg: PolicyConfig, where: str) -> None:
         raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
 
 
+def next_queued_action(policy: Any, obs: Tensor, goal: Goal | None) -> Tensor:
+    """The observation-history / action-queue step of `select_action` shared by every policy runtime
+    (torch and ONNX): append the checked batch `obs` (B, d_o) to `policy._obs_history` (filled with it at
+    an episode's start), re-plan `policy.cfg.n_action_steps` actions with `policy.predict_action_chunk`
+    when `policy._action_queue` is empty, and pop the next action (B, d_a)."""
+    history_, queue = policy._obs_history, policy._action_queue
+    if history_ and history_[-1].shape[0] != obs.shape[0]:
+        raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
+    if not history_:
+        history_.extend([obs] * policy.cfg.n_obs_steps)
+    else:
+        history_.append(obs)
+    if not queue:
+        history = torch.stack(list(history_), dim=1)
+        chunk = policy.predict_action_chunk(history, goal=goal if goal is not None else policy._goal)
+        queue.extend(chunk[:, : policy.cfg.n_action_steps].unbind(dim=1))
+    action: Tensor = queue.popleft()
+    return action
+
+
 class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
     """A policy over action chunks with a LeRobot-style interface (select_action, reset, save/load).
 
@@ -403,17 +423,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         o = o.reshape(1, -1) if single else o
         self._check_obs(o, (self.cfg.obs_dim,))
         o = o.to(self.device)
-        if self._obs_history and self._obs_history[-1].shape[0] != o.shape[0]:
-            raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
-        if not self._obs_history:
-            self._obs_history.extend([o] * self.cfg.n_obs_steps)
-        else:
-            self._obs_history.append(o)
-        if not self._action_queue:
-            history = torch.stack(list(self._obs_history), dim=1)
-            chunk = self.predict_action_chunk(history, goal=goal if goal is not None else self._goal)
-            self._action_queue.extend(chunk[:, : self.cfg.n_action_steps].unbind(dim=1))
-        action = self._action_queue.popleft()
+        action = next_queued_action(self, o, goal)
         action = action[0] if single else action
         return action.cpu().numpy() if is_numpy else action.to(where)  # type: ignore[return-value]
 
