@@ -99,3 +99,10 @@ class Task:
     policies trained for the task are goal-conditioned on it unless configured otherwise."""
     condition: Condition = field(default_factory=Condition)
     """The perturbation its envs run under (`get_task(name, condition=...)`); nominal by default."""
+    image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """Camera key -> (height, width, 3) of the uint8 RGB frames its observations carry; empty for state-only
+    tasks. An image task's envs return a dict observation {"state": float32 (obs_dim,), key: uint8 (H, W, 3)
+    per camera}; `obs_dim` then counts the state vector only."""
+    dataset_images: Callable[[Episodes], dict[str, np.ndarray]] | None = None
+    """Camera key -> uint8 frames (total_steps, H, W, 3) from recorded episodes, aligned with `dataset_obs`
+    (same rows); None for state-only tasks."""
