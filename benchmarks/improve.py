@@ -90,22 +90,16 @@ class Args:
     """Improve first (False: test the improved runs already in --work, with their curve.csv)."""
     name: str = "improve"
     """Stem of the result files in benchmarks/results."""
+    extra: tuple[str, ...] = ()
+    """Further improved runs to test beside the methods, as NAME=RUN_DIR (not trained here; e.g. a
+    best-of-K run resumed with `--best-of-k.acting actor`)."""
 
 
 def run_method(args: Args, method: str) -> dict[str, Any]:
     """Improve the base with one method; returns its run dir, curve and wall time."""
     out = args.work / method
     if not args.train:
-        if not (out / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{out}: no improved run")
-        with open(out / "curve.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        return {
-            "run": str(out),
-            "curve": rows,
-            "wall_minutes": float(rows[-1]["wall_time_s"]) / 60,
-            **run_record(out),
-        }
+        return existing_run(out)
     job = api.ImproveJob(
         run=args.base,
         method=method,  # type: ignore[arg-type]
@@ -128,6 +122,20 @@ def run_method(args: Args, method: str) -> dict[str, Any]:
     result = api.improve(job)
     wall = (time.monotonic() - t0) / 60
     return {"run": str(out), "curve": result["curve"], "wall_minutes": wall, **run_record(out)}
+
+
+def existing_run(out: Path) -> dict[str, Any]:
+    """An improved run already on disk: its curve (curve.csv), wall time and record."""
+    if not (out / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{out}: no improved run")
+    with open(out / "curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "run": str(out),
+        "curve": rows,
+        "wall_minutes": float(rows[-1]["wall_time_s"]) / 60,
+        **run_record(out),
+    }
 
 
 def run_record(out: Path) -> dict[str, Any]:
@@ -203,6 +211,9 @@ def main(args: Args) -> dict[str, Any]:
         except Exception as e:  # a method missing from this version, or failing: reported, not fatal
             methods[method] = {"skipped": f"{type(e).__name__}: {e}"}
             print(f"{method}: skipped ({e})")
+    for item in args.extra:
+        name, _, run = item.partition("=")
+        methods[name] = existing_run(Path(run))
     tests = {"base": test_policy(args, args.base)}
     for method, info in methods.items():
         if "run" in info:
