@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from scorepolicy.core.task import Task
-from scorepolicy.files import load_tensors, read_json
+from scorepolicy.files import load_tensors
 from scorepolicy.policies import ChunkPolicy, ScorePolicy
-from scorepolicy.rl import best_of_k, noise_actor
+from scorepolicy.rl import best_of_k
 from scorepolicy.rl.best_of_k import discounted_returns, train_best_of_k
 from scorepolicy.rl.best_of_k_config import BestOfKConfig
 from scorepolicy.rl.best_of_k_policy import BestOfKPolicy
@@ -142,53 +142,3 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
         assert (tmp_path / d / "rl_state" / "iter1_returns.npy").is_file()
     ra, rb = (np.load(tmp_path / d / "rl_state" / "iter1_returns.npy") for d in "ab")
     assert np.array_equal(ra, rb)
-
-
-def test_acting_actor_needs_actor_steps() -> None:
-    from scorepolicy.errors import ScorePolicyError
-    from scorepolicy.policies import ScorePolicyConfig
-
-    with pytest.raises(ScorePolicyError, match="actor-steps"):
-        BestOfKPolicy(ScorePolicyConfig(obs_dim=2, action_dim=1), BestOfKConfig(acting="actor"))
-
-
-def test_noise_actor_starts_at_zero_noise_and_climbs_the_critic(
-    bimodal_base: ScorePolicy, reach_task: Task, tmp_path: Path
-) -> None:
-    torch.set_num_threads(1)
-    cfg = BestOfKConfig(**{**SMALL.__dict__, "actor_steps": 150, "acting": "actor", "actor_batch_size": 64})
-    curve = Curve(tmp_path, reach_task, CurveConfig(episodes=100, seed=0, n_envs=50))
-    base = _base(bimodal_base, tmp_path / "base")
-    before = curve.point(base, 0)["success_rate"]
-    ctx = context(base, reach_task, tmp_path / "out", 1000, evaluate=curve.point)
-    policy = train_best_of_k(ctx, cfg, False)
-    after = float(curve.rows()[-1]["success_rate"])  # the last point is the actor's
-    assert after >= before + 0.2, (before, after)
-    fresh = policy.new_actor()
-    x = torch.randn(7, fresh.net[0].in_features)
-    assert torch.equal(fresh(x), torch.zeros(7, *fresh.shape))  # untrained: the zero noise
-    data = np.load(tmp_path / "out" / "rl_state" / "iter1_inputs.npy")
-    inputs = torch.as_tensor(data[:256])
-    n_exec = policy.cfg.n_action_steps * policy.cfg.action_dim
-    feats, t = inputs[:, : -n_exec - 1], (inputs[:, -1] * policy.max_steps).round().long()
-    hist = noise_actor.histories_from_features(policy, feats)
-    assert torch.allclose(policy.features(hist), feats, atol=1e-5)  # features invert exactly
-
-    @torch.no_grad()
-    def value(noise: torch.Tensor) -> float:
-        chunks = ScorePolicy.predict_action_chunk(policy, hist, noise=noise)
-        return float(policy.score(feats, policy.normalize("action", chunks), t).mean())
-
-    assert policy.actor is not None
-    with torch.no_grad():
-        learned = policy.actor(noise_actor.actor_input(policy, feats, t))
-    assert value(learned) > value(torch.zeros_like(learned)) + 0.05
-    stats = read_json(tmp_path / "out" / "actor_fit.json")
-    assert stats["actor_steps"] == 150
-    loaded = ChunkPolicy.from_pretrained(tmp_path / "out")
-    assert isinstance(loaded, BestOfKPolicy) and loaded.actor_fitted
-    obs = np.array([[0.3, -0.5], [-0.9, 0.8]], dtype=np.float32)
-    policy.reset(seeds=[3, 4])
-    loaded.optimize_for_inference().reset(seeds=[3, 4])
-    for _ in range(3):
-        assert np.array_equal(policy.select_action(obs), loaded.select_action(obs))

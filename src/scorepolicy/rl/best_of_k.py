@@ -35,7 +35,6 @@ from scorepolicy.rl.best_of_k_config import BestOfKConfig
 from scorepolicy.rl.best_of_k_policy import BestOfKPolicy, QEnsemble, critic_input_dim
 from scorepolicy.rl.common import BASE_DIR, STATE_DIR, RLContext, rng_state, set_rng_state
 from scorepolicy.rl.dsrl_env import NoiseVecEnv
-from scorepolicy.rl.noise_actor import fit_noise_actor
 
 FIELDS = ("inputs", "returns")
 
@@ -208,39 +207,11 @@ def train_best_of_k(ctx: RLContext, cfg: BestOfKConfig, resume: bool) -> BestOfK
     finally:
         bar.close()
         env.close()
-    if cfg.actor_steps > 0:
-        fit_actor(ctx, policy, data, meta)
     if (ctx.run_dir / BASE_DIR / "model.safetensors").is_file():
         policy.save_learned(ctx.run_dir)  # the driver's verified copy of the base run is kept
     else:
         policy.save_pretrained(ctx.run_dir)
     return policy
-
-
-def fit_actor(
-    ctx: RLContext, policy: BestOfKPolicy, data: list[dict[str, np.ndarray]], meta: dict[str, Any]
-) -> None:
-    """Distil the noise actor from the final critic on every kept decision's state (`rl/noise_actor.py`);
-    with acting 'actor' the saved policy's curve gets a last point at the same env steps."""
-    cfg = policy.bok
-    with torch.random.fork_rng(devices=[]):  # a seeded actor, the same on a re-run after --resume
-        torch.manual_seed(ctx.seed)
-        actor = policy.new_actor()
-    policy.heads["actor"] = actor
-    stats = fit_noise_actor(
-        actor,
-        policy,
-        np.concatenate([d["inputs"] for d in data]),
-        steps=cfg.actor_steps,
-        batch_size=cfg.actor_batch_size,
-        lr=cfg.actor_lr,
-        prior=cfg.actor_prior,
-        seed=ctx.seed * 100_003 + 7,
-    )
-    policy.actor_fitted = True
-    atomic_write_json(ctx.run_dir / "actor_fit.json", stats)
-    if cfg.acting == "actor":
-        ctx.evaluate(policy, int(meta["env_steps"]))
 
 
 METHOD = (BestOfKConfig, train_best_of_k)

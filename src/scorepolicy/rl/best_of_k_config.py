@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 
 @dataclass
@@ -42,22 +41,3 @@ class BestOfKConfig:
     """AdamW weight decay."""
     keep_iterations: int | None = None
     """Fit on the decisions of the last N iterations only (None: all collected so far)."""
-    acting: Literal["best-of-k", "actor"] = "best-of-k"
-    """How the saved policy acts: 'best-of-k' decodes K chunks per decision and lets the critic pick;
-    'actor' decodes the one noise of a noise actor distilled from the critic (needs actor_steps > 0;
-    one base chunk plus a small MLP per decision, `rl/noise_actor.py`)."""
-    actor_steps: int = 0
-    """Gradient steps of the noise actor, trained after the last iteration on the collected states to
-    maximise the critic through the frozen base's decoder (0: no actor)."""
-    actor_hidden: int = 256
-    """Width of the noise actor's MLP."""
-    actor_layers: int = 2
-    """Hidden layers (Linear, LayerNorm, ReLU) of the noise actor."""
-    actor_bound: float = 1.5
-    """The actor's noise lies in (−bound, bound) per entry (DSRL's noise bound b)."""
-    actor_prior: float = 0.1
-    """λ of the (λ/2)·mean(w²) term that keeps the actor's noise where the base's prior puts it."""
-    actor_lr: float = 3e-4
-    """Adam learning rate of the noise actor."""
-    actor_batch_size: int = 256
-    """States per actor gradient step."""

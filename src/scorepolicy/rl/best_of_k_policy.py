@@ -4,10 +4,8 @@ At every decision the base decodes K initial noises (K draws from the policy's s
 generators, one batched call of B·K rows) and the critic Q(s, executed part of the chunk, t) scores
 them; the chunk with the highest ensemble-mean Q is executed. The noise is the only thing chosen, so
 this is a policy in the base's noise space (as in DSRL) whose actor is a sampled argmax (as in
-QT-Opt), and with no critic (before the first fit) it is exactly the base. With `acting='actor'` a noise
-actor distilled from the critic (`rl/noise_actor.py`) proposes the one noise instead: one chunk per
-decision. Saved as an improved run: the base in `base/` (verified by its sha256 on load) and only the
-heads (critic, and the actor if any) in `model.safetensors`.
+QT-Opt), and with no critic (before the first fit) it is exactly the base. Saved as an improved run:
+the base in `base/` (verified by its sha256 on load) and only the critic in `model.safetensors`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from scorepolicy.policies import PolicyConfig, ScorePolicy
 from scorepolicy.policies.base import ArrayT, Goal
 from scorepolicy.rl.best_of_k_config import BestOfKConfig
 from scorepolicy.rl.improved import ImprovedScorePolicy
-from scorepolicy.rl.noise_actor import NoiseActor, actor_input
 
 
 class QEnsemble(nn.Module):
@@ -58,7 +55,7 @@ class BestOfKPolicy(ImprovedScorePolicy):
     """A frozen score policy whose chunk is the best of K of its own samples under a critic (module doc)."""
 
     kind = "best-of-k"
-    learned = "heads"
+    learned = "critic"
 
     def __init__(
         self, cfg: PolicyConfig, bok: BestOfKConfig, reward: str = "success", max_steps: int = 1
@@ -67,36 +64,9 @@ class BestOfKPolicy(ImprovedScorePolicy):
             cfg = dataclasses.replace(cfg, n_action_steps=bok.n_action_steps)
         super().__init__(cfg)
         self.bok, self.reward, self.max_steps = bok, reward, max_steps
-        in_dim = critic_input_dim(cfg, bok)
-        self.heads = nn.ModuleDict({"critic": QEnsemble(in_dim, bok.ensemble, bok.hidden, bok.layers)})
-        if bok.actor_steps > 0:
-            self.heads["actor"] = self.new_actor()
-        elif bok.acting == "actor":
-            raise ScorePolicyError("best-of-k: acting 'actor' needs --best-of-k.actor-steps > 0")
+        self.critic = QEnsemble(critic_input_dim(cfg, bok), bok.ensemble, bok.hidden, bok.layers)
         self.fitted = False  # before the first fit the policy is the base (one sample, no critic)
-        self.actor_fitted = False  # acting 'actor' uses the actor only once it has been trained
         self._t = 0
-
-    def new_actor(self) -> NoiseActor:
-        """A freshly initialised noise actor (input: state features and time feature; output: one noise)."""
-        cfg, bok = self.cfg, self.bok
-        n_in = critic_input_dim(cfg, bok) - cfg.n_action_steps * cfg.action_dim
-        shape = (cfg.horizon, cfg.action_dim)
-        return NoiseActor(n_in, shape, bok.actor_hidden, bok.actor_layers, bok.actor_bound)
-
-    @property
-    def critic(self) -> QEnsemble:
-        """The critic ensemble Q(s, executed actions, t)."""
-        critic = self.heads["critic"]
-        assert isinstance(critic, QEnsemble)
-        return critic
-
-    @property
-    def actor(self) -> NoiseActor | None:
-        """The distilled noise actor (None when actor_steps is 0)."""
-        actor = self.heads["actor"] if "actor" in self.heads else None  # noqa: SIM401 (no ModuleDict.get)
-        assert actor is None or isinstance(actor, NoiseActor)
-        return actor
 
     @classmethod
     def from_base(cls, base: ScorePolicy, bok: BestOfKConfig, reward: str, max_steps: int) -> BestOfKPolicy:
@@ -159,9 +129,6 @@ class BestOfKPolicy(ImprovedScorePolicy):
         if noise is not None or not self.fitted:
             return super().predict_action_chunk(obs, goal=goal, nfe=nfe, noise=noise, guidance=guidance)
         b = obs.shape[0]
-        if self.bok.acting == "actor" and self.actor is not None and self.actor_fitted:
-            w = self.actor(actor_input(self, self.features(obs), torch.full((b,), self._t)))
-            return super().predict_action_chunk(obs, goal=goal, nfe=nfe, noise=w, guidance=guidance)
         candidates = torch.stack([self.initial_noise(b) for _ in range(self.bok.candidates)], dim=1)
         best, chunks = self.choose(obs, candidates, torch.full((b,), self._t), goal)
         return chunks[torch.arange(b), best]
@@ -191,7 +158,5 @@ class BestOfKPolicy(ImprovedScorePolicy):
         max_steps = int(settings.pop("max_steps", 1))
         bok = from_dict(BestOfKConfig, settings, f"{directory}/config.json: method")
         policy = cls.from_base(base, bok, str(meta.get("reward", "success")), max_steps)
-        policy.heads.load_state_dict(policy.load_learned(directory))
-        policy.fitted = True
-        policy.actor_fitted = policy.actor is not None
+        policy.set_critic(policy.load_learned(directory))
         return policy.eval()
