@@ -93,6 +93,8 @@ class Eval:
     `first_alarm_step` per episode and the alarm rates on successes and failures (with intervals)."""
     device: DeviceName = "auto"
     """Where the policy runs: auto = CUDA when torch sees a device, else the CPU (envs step on the CPU)."""
+    subtask: str | None = None
+    """Multi-task suites: evaluate one task only, e.g. peg-insert-side (default: an improved run's own)."""
 
     def __post_init__(self) -> None:
         check_condition_flags(self.condition, self.condition_scale, self.condition_step)
@@ -239,6 +241,7 @@ def do_eval(args: Eval) -> None:
             condition=Condition(args.condition, args.condition_scale, args.condition_step),
             monitor=args.monitor,
             device=args.device,
+            subtask=args.subtask,
         )
     print(format_result(result))
     if result.get("per_task"):

@@ -89,3 +89,16 @@ def test_task_checks_the_datasets_task_list() -> None:
     assert metaworld_task(("reach-v3",), "t").dataset_obs(episodes).shape == (episodes.n_steps, 40)
     with pytest.raises(ScorePolicyError, match="attribute 'tasks'"):
         metaworld_task(TWO, "t").dataset_obs(episodes)
+
+
+def test_peg_insert_side_alone_replays_the_mt10_episodes_of_that_task() -> None:
+    from scorepolicy.envs.registry import get_task
+
+    task = get_task("metaworld-mt10", subtask="peg-insert-side")
+    assert task.name == "metaworld-mt10:peg-insert-side-v3" and task.n_subtasks == 1
+    obs, info = task.make_env(None).reset(seed=2)
+    full, full_info = MetaWorldEnv(MT10).reset(seed=2 * 10 + 7)
+    assert info["task"] == full_info["task"] == "peg-insert-side-v3" and obs[36] == 7
+    np.testing.assert_array_equal(obs, full)
+    with pytest.raises(ScorePolicyError, match="valid: reach-v3"):
+        get_task("metaworld-mt10", subtask="peg-insert")

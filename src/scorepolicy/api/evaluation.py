@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from scorepolicy.api.runs import load_inference_policy, load_policy, run_task_name
+from scorepolicy.api.runs import load_inference_policy, load_policy, recorded_subtask, run_task_name
 from scorepolicy.core.task import Condition
 from scorepolicy.devices import device_of, synchronize
 from scorepolicy.envs.registry import get_task
+from scorepolicy.envs.subtasks import restrict_subtask
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation import EvalConfig, evaluate
 from scorepolicy.evaluation.evaluate import write_json_atomic
@@ -54,13 +55,15 @@ def evaluate_run(
     condition: Condition | str | None = None,
     monitor: Path | None = None,
     device: str = "cpu",
+    subtask: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's policy on its task; the result records the sampling settings and the run.
 
     `condition` (a name or a Condition, see `scorepolicy.envs.conditions`) perturbs the task's envs; the
     result's `condition` records it with its scale (nominal when None).
 
-    Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks). With
+    Multi-task suites run cfg.episodes episodes per task (seed s → task s mod n_tasks); `subtask` (default:
+    the one an improved run was trained on) runs cfg.episodes of that task only (`envs.subtasks`). With
     cfg.backend='ray' every worker loads the run itself. `latency` adds the batch-1 ms per chunk.
     With `monitor` (a calibrated guard directory) the policy runs guarded: each episode records `alarm`
     and `first_alarm_step`, and the result gains the alarm rates on successes and on failures.
@@ -83,7 +86,8 @@ def evaluate_run(
             load_policy, run_dir, nfe, sampler, sample_sigma_max, guidance, device
         )
         rollout_factory = functools.partial(_guarded_policy, torch_factory, monitor)
-    the_task = get_task(task or run_task_name(run_dir), condition)
+    subtask = subtask or recorded_subtask(run_dir)
+    the_task = restrict_subtask(get_task(task or run_task_name(run_dir), condition), subtask)
     d = policy.cfg.diffusion
     extra: dict[str, Any] = {
         "policy": policy.cfg.kind,
@@ -94,6 +98,8 @@ def evaluate_run(
     }
     if policy.cfg.goal.enabled:
         extra["guidance"] = policy.cfg.goal.guidance
+    if subtask is not None:
+        extra["subtask"] = the_task.name.rsplit(":", 1)[-1]
     extra["run"] = str(run_dir)
     extra.update(guard)
     fingerprint = {**cfg.fingerprint, **extra}

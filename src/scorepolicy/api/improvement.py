@@ -20,6 +20,7 @@ import tyro
 from scorepolicy.api.runs import load_policy, run_task_name
 from scorepolicy.core.task import Task
 from scorepolicy.envs.registry import get_task
+from scorepolicy.envs.subtasks import restrict_subtask
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.policies import ChunkPolicy
@@ -91,6 +92,11 @@ class ImproveJob:
     """Base sampler override (DSRL needs a deterministic one: ddim, euler, heun or dpmpp_2m)."""
     max_minutes: float | None = None
     """Wall-clock budget of the training in minutes (besides --env-steps); None: no limit."""
+    subtask: str | None = None
+    """Multi-task suites (Meta-World MT10): train and evaluate on one task only, e.g. peg-insert-side; its
+    seeds s are the suite's s·n + j (`envs.subtasks`). Recorded in config.json, so `eval OUT` runs it."""
+    guidance: float | None = None
+    """Classifier-free guidance λ of a goal-conditioned base (default: the run's); kept by the improved run."""
     progress: bool = True
     """Show a progress bar of env steps."""
     dsrl: DSRLConfig = field(default_factory=DSRLConfig)
@@ -111,7 +117,7 @@ def check_job(job: ImproveJob) -> tuple[Task, str]:
     get_method(job.method)
     base_weights(job.run)
     task = run_task_name(job.run)
-    the_task = get_task(task)
+    the_task = restrict_subtask(get_task(task), job.subtask)
     reward = job.reward or default_reward(task)
     if reward not in REWARDS.get(task, ("success",)):
         valid = ", ".join(REWARDS.get(task, ("success",)))
@@ -131,6 +137,12 @@ def check_job(job: ImproveJob) -> tuple[Task, str]:
         raise ScorePolicyError(
             f"{job.out}: not an improvement run (improve_config.json missing); cannot --resume"
         )
+    if job.resume and (job.out / "improve_config.json").is_file():
+        kept = read_json(job.out / "improve_config.json").get("subtask")
+        if kept != job.subtask:
+            raise ScorePolicyError(
+                f"--subtask {job.subtask}: {job.out} was trained with --subtask {kept}; resume with that one"
+            )
     return the_task, reward
 
 
@@ -165,7 +177,7 @@ def method_config(job: ImproveJob) -> Any:
 def improve_checks(job: ImproveJob) -> tuple[Task, str, ChunkPolicy]:
     """Every check of `improve` (nothing written): (task, reward kind, base loaded for inference)."""
     task, reward = check_job(job)
-    base = load_policy(job.run, job.nfe, job.sampler)
+    base = load_policy(job.run, job.nfe, job.sampler, guidance=job.guidance)
     check_base(job, base)
     return task, reward, base
 
@@ -225,7 +237,7 @@ def _start_run(job: ImproveJob, base: ChunkPolicy, cfg: Any, reward: str) -> Non
         shutil.rmtree(job.out)  # empty (checked), or a resume without improve_config.json
     try:
         sha = copy_base(job.run, job.out)
-        write_improved_config(job.out, job.method, to_dict(cfg), reward, base, sha)
+        write_improved_config(job.out, job.method, to_dict(cfg), reward, base, sha, job.subtask)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
         record = {
             **settings,

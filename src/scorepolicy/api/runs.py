@@ -44,6 +44,17 @@ def recorded_task(run_dir: Path) -> str | None:
     return str(meta["task"]) if isinstance(meta, dict) and meta.get("task") else None
 
 
+def recorded_subtask(run_dir: Path) -> str | None:
+    """The subtask an improved run was trained on (its config.json 'subtask', written by `improve
+    --subtask`), or None (a base run, an exported graph, or an improvement on the whole suite)."""
+    path = Path(run_dir) / "config.json"
+    if is_onnx_path(run_dir) or not path.is_file():
+        return None
+    meta = read_json(path)
+    subtask = meta.get("subtask") if isinstance(meta, dict) else None
+    return str(subtask) if subtask else None
+
+
 def load_policy(
     run_dir: Path,
     nfe: int | None = None,

@@ -94,6 +94,9 @@ class Task:
     n_subtasks: int = 1
     """Tasks behind one env (multi-task suites: episode seed s runs subtask s mod n_subtasks);
     `scorepolicy eval --episodes N` runs N episodes per subtask."""
+    subtask_names: tuple[str, ...] = ()
+    """Name of each subtask, in seed order (subtask s mod n_subtasks); empty when there are none (or they
+    are unnamed). `envs.subtasks.restrict_subtask` picks one of them by name."""
     goal_spec: tuple[int, int] | None = None
     """(n_tasks, goal_dim) of the goal its observations carry at their end (task id, then goal vector);
     policies trained for the task are goal-conditioned on it unless configured otherwise."""

@@ -275,5 +275,6 @@ def metaworld_task(tasks: Sequence[str], name: str) -> Task:
         episode_metrics=_episode_metrics,
         aggregate_metrics=lambda records: {},  # per-task success: evaluation.multitask
         n_subtasks=len(names),
+        subtask_names=names,
         goal_spec=(len(names), 3),
     )

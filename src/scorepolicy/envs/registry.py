@@ -12,12 +12,20 @@ TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
 def get_task(
-    name: str, condition: Condition | str | None = None, condition_scale: float | None = None
+    name: str,
+    condition: Condition | str | None = None,
+    condition_scale: float | None = None,
+    subtask: str | None = None,
 ) -> Task:
     """The task called `name` (imports its simulator lazily), its envs run under `condition` (a name or a
     Condition; None or "nominal": unchanged) with `condition_scale` in the env's units (None: the
-    task's default); see `scorepolicy.envs.conditions`."""
+    task's default); see `scorepolicy.envs.conditions`. `subtask` restricts a multi-task suite to one of
+    its tasks (`scorepolicy.envs.subtasks`)."""
     task = _base_task(name)
+    if subtask is not None:
+        from scorepolicy.envs.subtasks import restrict_subtask
+
+        task = restrict_subtask(task, subtask)
     if condition is None and condition_scale is None:
         return task
     from scorepolicy.envs.conditions import apply_condition

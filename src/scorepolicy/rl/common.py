@@ -4,7 +4,8 @@ directory (a verified copy of the base run + the small learned part; safetensors
 Improved-run layout::
 
     config.json          {"format": IMPROVED_FORMAT, "kind": "dsrl"|"residual"|"best-of-k", "method": {...},
-                          "reward": ..., "policy": <the base's policy config>, "base_sha256": ...}
+                          "reward": ..., "policy": <the base's policy config>, "base_sha256": ...,
+                          "subtask": <multi-task suites: the one task trained on, when given>}
     base/                model.safetensors + config.json (+ train_config.json) copied from the base run
     model.safetensors    the learned part (actor / residual network)
     train_config.json    the base run's (so `eval` finds the task)
@@ -176,9 +177,16 @@ def copy_base(base_run: Path, run_dir: Path) -> str:
 
 
 def write_improved_config(
-    run_dir: Path, kind: str, method_cfg: dict[str, Any], reward: str, base: ChunkPolicy, base_sha256: str
+    run_dir: Path,
+    kind: str,
+    method_cfg: dict[str, Any],
+    reward: str,
+    base: ChunkPolicy,
+    base_sha256: str,
+    subtask: str | None = None,
 ) -> None:
-    """Write run_dir/config.json of an improved policy (what `from_pretrained` reads)."""
+    """Write run_dir/config.json of an improved policy (what `from_pretrained` reads); `subtask`: the one
+    task of a multi-task suite it was trained on (evaluation defaults to it)."""
     from scorepolicy.files import to_dict
 
     meta = {
@@ -190,6 +198,8 @@ def write_improved_config(
         "policy": to_dict(base.cfg),
         "base_sha256": base_sha256,
     }
+    if subtask is not None:
+        meta["subtask"] = subtask
     atomic_write_json(Path(run_dir) / "config.json", meta)
 
 

@@ -12,7 +12,14 @@ from torch import Tensor, nn
 
 from scorepolicy.devices import resolve_device
 from scorepolicy.errors import ScorePolicyError
-from scorepolicy.files import atomic_save_tensors, atomic_write_json, load_tensors, sha256_file, to_dict
+from scorepolicy.files import (
+    atomic_save_tensors,
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    sha256_file,
+    to_dict,
+)
 from scorepolicy.policies import ScorePolicy
 from scorepolicy.policies.base import FORMAT, FORMAT_VERSION
 from scorepolicy.rl.common import BASE_DIR, load_verified_base, read_improved_config, write_improved_config
@@ -56,10 +63,13 @@ class ImprovedScorePolicy(ScorePolicy):
         self.save_learned(directory)
 
     def save_learned(self, directory: Path) -> None:
-        """model.safetensors (the learned module) and config.json, for a base copy already in directory/base."""
+        """model.safetensors (the learned module) and config.json, for a base copy already in directory/base
+        (the subtask an existing config.json records is kept)."""
         atomic_save_tensors(Path(directory) / "model.safetensors", self.learned_module().state_dict())
         sha = sha256_file(Path(directory) / BASE_DIR / "model.safetensors")
-        write_improved_config(directory, self.kind, self.method_config(), self.reward, self, sha)
+        previous = Path(directory) / "config.json"
+        subtask = read_json(previous).get("subtask") if previous.is_file() else None
+        write_improved_config(directory, self.kind, self.method_config(), self.reward, self, sha, subtask)
 
     @staticmethod
     def read_run(directory: Path, device: str | torch.device) -> tuple[dict[str, Any], ScorePolicy]:
