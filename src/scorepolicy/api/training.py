@@ -138,7 +138,7 @@ def load_episodes(task: Task, path: Path | OpenedDataset | None, data: DataConfi
             f"{dataset.path}: task '{task.name}' trains on a replay zarr, not {dataset.format} data; "
             f"pass a .zarr store or --task {DATASET_TASK}"
         )
-    return dataset.load()
+    return dataset.load(images=bool(task.image_shapes))
 
 
 def load_task_data(

@@ -69,9 +69,11 @@ class OpenedDataset:
     format: DataFormat
     """Its format, detected once or forced."""
 
-    def load(self, keys: Sequence[str] | None = None, *, finite: bool = True) -> Episodes:
-        """Read it into `Episodes` (`keys` and `finite` as in `load_dataset`)."""
-        return _load(self, keys, finite)
+    def load(
+        self, keys: Sequence[str] | None = None, *, finite: bool = True, images: bool = False
+    ) -> Episodes:
+        """Read it into `Episodes` (`keys`, `finite` and `images` as in `load_dataset`)."""
+        return _load(self, keys, finite, images)
 
     def validate(self, horizon: int | None = None) -> ValidationReport:
         """Every problem found in one pass (never raises for bad data)."""
@@ -114,30 +116,39 @@ def load_dataset(
     *,
     keys: Sequence[str] | None = None,
     finite: bool = True,
+    images: bool = False,
 ) -> Episodes:
     """Read any supported dataset into `Episodes` (format detected from the path unless given).
 
     `keys` selects what to read: LeRobot feature names, replay-zarr data keys, or robomimic obs keys
     (default: every vector feature; LeRobot videos and zarr images only when named). With `finite`
-    (default) NaN or inf in a float array is a one-line error.
+    (default) NaN or inf in a float array is a one-line error. With `images`, the camera frames come too, as
+    uint8 (N, H, W, 3) arrays: a replay zarr's image arrays, a LeRobot dataset's image and video features
+    (robomimic: not supported, a one-line error).
     """
     dataset = path if isinstance(path, OpenedDataset) else open_dataset(path, format)
-    return dataset.load(keys, finite=finite)
+    return dataset.load(keys, finite=finite, images=images)
 
 
-def _load(dataset: OpenedDataset, keys: Sequence[str] | None, finite: bool) -> Episodes:
+def _load(dataset: OpenedDataset, keys: Sequence[str] | None, finite: bool, images: bool = False) -> Episodes:
     """The reader of the dataset's format, called on its path."""
     path, fmt = dataset.path, dataset.format
     if fmt == "lerobot":
         from scorepolicy.data.lerobot import read_lerobot
 
+        if images:
+            raise ScorePolicyError(f"{path}: camera frames from LeRobot datasets are not read yet")
         return read_lerobot(path, keys, check_finite=finite)
     if fmt == "zarr":
         from scorepolicy.data.zarr_replay import read_replay_zarr
 
         if finite:
-            return read_replay_zarr(path, keys)
-        return _read_zarr_lenient(path, keys)
+            return read_replay_zarr(path, keys, images)
+        return _read_zarr_lenient(path, keys, images)
+    if images:
+        raise ScorePolicyError(
+            f"{path}: camera frames are read from replay zarr and LeRobot datasets, not robomimic"
+        )
     from scorepolicy.data.robomimic import read_robomimic
 
     obs_keys = [k.removeprefix("observation.") for k in keys] if keys is not None else None
@@ -147,15 +158,16 @@ def _load(dataset: OpenedDataset, keys: Sequence[str] | None, finite: bool) -> E
     return episodes
 
 
-def _read_zarr_lenient(root: Path, keys: Sequence[str] | None) -> Episodes:
+def _read_zarr_lenient(root: Path, keys: Sequence[str] | None, images: bool = False) -> Episodes:
     """A replay zarr read without the NaN check (for inspection of data that validation flags)."""
     from scorepolicy.data import zarr_replay as zr
 
     zr.check_replay_store(root)
     ends = zr._read_episode_ends(root)
     data = {}
-    for key in zr._select_keys(root, keys):
-        data[key] = zr._as_float32(zr._read_array(root / "data" / key))
+    for key in zr._select_keys(root, keys, images):
+        frames = images and zr.is_image_array(root, key)
+        data[key] = zr._as_float32(zr._read_array(root / "data" / key, frames))
     return Episodes(data=data, episode_ends=ends, source=str(root), attrs=zr._read_root_attrs(root))
 
 

@@ -45,15 +45,18 @@ def _array_shape(path: Path) -> tuple[int, ...]:
     return read_array_meta(path).shape
 
 
-def _read_v2_fast(meta: ArrayMeta) -> np.ndarray:
-    """Decode a plain local zarr-v2 array chunk by chunk with numcodecs (every chunk must be present)."""
+def _read_v2_fast(meta: ArrayMeta, frames: bool = False) -> np.ndarray:
+    """Decode a plain local zarr-v2 array chunk by chunk with numcodecs (every chunk must be present);
+    with `frames`, each chunk is converted to uint8 as it is decoded (`_chunk_to_uint8`), so a float image
+    array never exists in memory at full size."""
     import numcodecs
 
     compressor = meta.meta.get("compressor")
     codec = numcodecs.get_codec(compressor) if compressor else None
-    out = np.empty(meta.shape, dtype=meta.dtype)
+    out = np.empty(meta.shape, dtype=np.uint8 if frames else meta.dtype)
     nbytes = math.prod(meta.chunks) * meta.dtype.itemsize
     blosc = isinstance(compressor, dict) and compressor.get("id") == "blosc"
+    buffer = np.empty(math.prod(meta.chunks), dtype=meta.dtype)
     for idx in meta.chunk_indices():
         region = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, meta.chunks, meta.shape))
         chunk_file = meta.path / meta.chunk_key(idx)
@@ -62,14 +65,29 @@ def _read_v2_fast(meta: ArrayMeta) -> np.ndarray:
             raise ScorePolicyError(
                 f"{chunk_file}: truncated or corrupt blosc chunk ({len(raw)} bytes); restore the file"
             )
-        decoded = codec.decode(raw) if codec else raw
-        if len(decoded) != nbytes:
+        decoded = codec.decode(raw, out=buffer) if codec else raw
+        if len(memoryview(decoded).cast("B")) != nbytes:
             raise ScorePolicyError(
-                f"{chunk_file}: chunk decodes to {len(decoded)} bytes, expected {nbytes}; restore the file"
+                f"{chunk_file}: chunk decodes to {len(memoryview(decoded).cast('B'))} bytes, expected {nbytes}; "
+                "restore the file"
             )
         block = np.frombuffer(decoded, dtype=meta.dtype).reshape(meta.chunks)
-        out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
+        block = block[tuple(slice(0, r.stop - r.start) for r in region)]
+        out[region] = _chunk_to_uint8(block, chunk_file) if frames else block
     return out
+
+
+def _chunk_to_uint8(block: np.ndarray, where: Path) -> np.ndarray:
+    """Image values as uint8: integers in 0..255 kept, floats in 0..255 rounded; a one-line error otherwise."""
+    if block.dtype == np.uint8 or block.size == 0:
+        return block
+    lo, hi = block.min(), block.max()
+    if not (lo >= 0 and hi <= 255):  # also catches NaN
+        raise ScorePolicyError(
+            f"{where}: image values must lie in 0..255 to be read as uint8 frames, found {lo}..{hi}; "
+            "rescale the array (frames in 0..1 need x 255) or read it with keys=[...] as floats"
+        )
+    return np.rint(block) if block.dtype.kind == "f" else block
 
 
 def _blosc_frame_complete(raw: bytes, nbytes: int) -> bool:
@@ -80,14 +98,14 @@ def _blosc_frame_complete(raw: bytes, nbytes: int) -> bool:
     return int.from_bytes(raw[4:8], "little") == nbytes and int.from_bytes(raw[12:16], "little") == len(raw)
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _read_array(path: Path, frames: bool = False) -> np.ndarray:
     """The whole array stored at directory `path`: metadata checked, every chunk present, then decoded
-    with numcodecs (plain v2) or the zarr package."""
+    with numcodecs (plain v2) or the zarr package; with `frames`, as uint8 image values."""
     meta = read_array_meta(path)
     require_dense(meta)
     try:
         if meta.fast_v2 and meta.shape:
-            return _read_v2_fast(meta)
+            return _read_v2_fast(meta, frames=True) if frames else _read_v2_fast(meta)
         import zarr
 
         if meta.zarr_format == 3 and int(zarr.__version__.split(".")[0]) < 3:
@@ -95,13 +113,19 @@ def _read_array(path: Path) -> np.ndarray:
                 f"{path}: a zarr format 3 array needs zarr >= 3 (installed: {zarr.__version__}); "
                 "pip install 'zarr>=3'"
             )
-        return np.asarray(zarr.open_array(str(path), mode="r")[...])
+        arr = np.asarray(zarr.open_array(str(path), mode="r")[...])
+        return _chunk_to_uint8(arr, path).astype(np.uint8, copy=False) if frames else arr
     except ScorePolicyError:
         raise
     except Exception as exc:
         raise ScorePolicyError(
             f"{path}: could not read zarr array ({type(exc).__name__}: {exc}); the store may be corrupt"
         ) from exc
+
+
+def is_image_array(root: Path, key: str) -> bool:
+    """True for the store's per-step image arrays: a name in IMAGE_KEYS or 4 or more dimensions."""
+    return key in IMAGE_KEYS or len(_array_shape(root / "data" / key)) >= 4
 
 
 def _as_float32(arr: np.ndarray) -> np.ndarray:
@@ -150,28 +174,36 @@ def _read_episode_ends(root: Path) -> np.ndarray:
     return ends
 
 
-def _select_keys(root: Path, keys: Sequence[str] | None) -> list[str]:
-    """The requested data keys, checked against `data/`, or every non-image key by default."""
+def _select_keys(root: Path, keys: Sequence[str] | None, images: bool = False) -> list[str]:
+    """The requested data keys, checked against `data/`, or every non-image key by default (with `images`,
+    every image array is added)."""
     available = sorted(p.name for p in (root / "data").iterdir() if _is_array_dir(p))
     if not available:
         raise ScorePolicyError(f"{root}: 'data/' holds no arrays; a replay zarr keeps arrays in data/<key>")
+    image_keys = [k for k in available if is_image_array(root, k)]
     if keys is None:
-        return [k for k in available if k not in IMAGE_KEYS and len(_array_shape(root / "data" / k)) < 4]
+        chosen = [k for k in available if k not in image_keys]
+        return chosen + image_keys if images else chosen
     missing = [k for k in keys if k not in available]
     if missing:
         raise ScorePolicyError(
             f"{root}: data key '{missing[0]}' not found; available keys: {', '.join(available)}"
         )
-    return list(dict.fromkeys(keys))
+    return list(dict.fromkeys([*keys, *image_keys] if images else keys))
 
 
-def read_replay_zarr(path: str | Path, keys: Sequence[str] | None = None) -> Episodes:
-    """Read a Diffusion-Policy replay zarr into `Episodes` (floats as float32; images only on request)."""
+def read_replay_zarr(path: str | Path, keys: Sequence[str] | None = None, images: bool = False) -> Episodes:
+    """Read a Diffusion-Policy replay zarr into `Episodes` (floats as float32; images only on request).
+
+    `images`: also read every image array (a name in IMAGE_KEYS or 4+ dimensions) and hold all of them as
+    uint8 frames (floats in 0..255, as DP stores `data/img`, are rounded chunk by chunk; other values are a
+    one-line error). Without it, image arrays named in `keys` are read as stored (floats as float32).
+    """
     root = Path(path).expanduser()
     check_replay_store(root)
     ends = _read_episode_ends(root)
     n_steps = int(ends[-1])
-    selected = _select_keys(root, keys)
+    selected = _select_keys(root, keys, images)
     for key in selected:
         shape = _array_shape(root / "data" / key)
         if not shape or shape[0] != n_steps:
@@ -181,7 +213,8 @@ def read_replay_zarr(path: str | Path, keys: Sequence[str] | None = None) -> Epi
             )
     data: dict[str, np.ndarray] = {}
     for key in selected:
-        arr = _as_float32(_read_array(root / "data" / key))
+        frames = images and is_image_array(root, key)
+        arr = _as_float32(_read_array(root / "data" / key, frames))
         if arr.dtype.kind == "f":
             row = _first_nonfinite_row(arr)
             if row is not None:

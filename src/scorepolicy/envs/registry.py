@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from scorepolicy.core.task import Condition, Task
 from scorepolicy.errors import ScorePolicyError
 
-TaskName = Literal["pusht", "pusht-keypoints", "obstacles", "metaworld-mt10"]
+TaskName = Literal["pusht", "pusht-keypoints", "pusht-image", "obstacles", "metaworld-mt10"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
@@ -42,6 +42,10 @@ def _base_task(name: str) -> Task:
         from scorepolicy.envs.pusht_keypoints import PUSHT_KEYPOINTS_TASK
 
         return PUSHT_KEYPOINTS_TASK
+    if name == "pusht-image":
+        from scorepolicy.envs.pusht_image import PUSHT_IMAGE_TASK
+
+        return PUSHT_IMAGE_TASK
     if name == "obstacles":
         from scorepolicy.envs.obstacles import OBSTACLE_TASK
 
