@@ -170,3 +170,56 @@ def edit_data_file(root: Path, key: str, edit: Callable[[np.ndarray], np.ndarray
     table = table.set_column(table.column_names.index(key), key, column)
     pq.write_table(table, path)
     return path
+
+
+def encode_video(path: Path, frames: np.ndarray, fps: int) -> Path:
+    """An mpeg4 video of uint8 RGB frames (N, H, W, 3) at `fps` (H and W even), high bit rate."""
+    av = pytest.importorskip("av")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.bit_rate = 4_000_000
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def write_v3_with_video(path: Path, episodes: Episodes, cameras: dict[str, np.ndarray]) -> Path:
+    """A LeRobot v3.0 dataset (our writer) plus one video file per camera holding every episode back to
+    back, declared in info.json and located per episode (`videos/<key>/...` columns, from/to timestamps) as
+    LeRobot v3.0 does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scorepolicy.data.lerobot_write import VIDEO_PATH
+
+    root = write_lerobot_v3(episodes, path)
+    fps = int(episodes.attrs["fps"])  # type: ignore[call-overload]
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["video_path"] = VIDEO_PATH
+    episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(episodes_file)
+    starts = episodes.episode_starts / fps
+    ends = episodes.episode_ends / fps
+    for key, frames in cameras.items():
+        encode_video(root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), frames, fps)
+        h, w = frames.shape[1:3]
+        info["features"][key] = {
+            "dtype": "video",
+            "shape": [h, w, 3],
+            "names": ["height", "width", "channels"],
+            "info": {"video.fps": fps, "video.codec": "mpeg4", "video.pix_fmt": "yuv420p"},
+        }
+        n = episodes.n_episodes
+        for name, values in (
+            ("chunk_index", pa.array([0] * n, pa.int64())),
+            ("file_index", pa.array([0] * n, pa.int64())),
+            ("from_timestamp", pa.array(starts, pa.float64())),
+            ("to_timestamp", pa.array(ends, pa.float64())),
+        ):
+            table = table.append_column(f"videos/{key}/{name}", values)
+    pq.write_table(table, episodes_file)
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+    return root

@@ -14,6 +14,7 @@ from scorepolicy.core.episodes import Episodes
 from scorepolicy.core.task import Task
 from scorepolicy.data.dataset_task import DATASET_TASK, detect_task, load_dataset_task
 from scorepolicy.data.formats import DataFormat, OpenedDataset, open_dataset
+from scorepolicy.data.lerobot_video import FrameOptions
 from scorepolicy.data.windows import WindowDataset, min_max_stats, split_episodes
 from scorepolicy.envs.registry import TaskName, get_task
 from scorepolicy.errors import ScorePolicyError, check_field
@@ -87,6 +88,8 @@ class DataConfig:
     """Format of --data (default: detected from the path)."""
     obs_keys: tuple[str, ...] | None = None
     """Dataset task: observation features (default: observation.state + other 1-D observation.* vectors)."""
+    cameras: FrameOptions = field(default_factory=FrameOptions)
+    """Dataset task: camera frames (used when the dataset has them on disk), their size and memory budget."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -151,7 +154,7 @@ def load_task_data(
     if dataset is not None:
         dataset.require_valid(job.policy.horizon)
     if task_name == DATASET_TASK:
-        return load_dataset_task(dataset, None, job.dataset.obs_keys)
+        return load_dataset_task(dataset, None, job.dataset.obs_keys, job.dataset.cameras)
     task = get_task(task_name)
     return task, load_episodes(task, dataset, job.dataset), {}
 

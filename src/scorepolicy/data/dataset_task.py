@@ -4,6 +4,12 @@ The "dataset" task takes its observation from the data's vector observation feat
 (`observation.state` first, then every other 1-D `observation.*` feature, or the keys chosen) and its
 action from `action`; its sizes come from the data. It has no environment: `scorepolicy eval` says so
 and points to offline evaluation (`scorepolicy data offline-eval`).
+
+Cameras ("image features detected"): when the dataset has camera features (LeRobot video or image
+features, a replay zarr's image arrays) and every one of them is on disk, the task also carries their
+frames (`image_shapes`, `dataset_images`), decoded and resized by `FrameOptions`. A LeRobot dataset whose
+videos are absent (such as the shared SO-101 recording) loads state-only as before; the record names the
+absent cameras, and asking for them by key gives the reader's one-line message.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.data.formats import DataFormat, OpenedDataset, open_dataset
+from scorepolicy.data.lerobot_video import FrameOptions
 from scorepolicy.errors import ScorePolicyError
 
 DATASET_TASK = "dataset"
@@ -109,10 +116,23 @@ def _no_aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
     raise ScorePolicyError(no_simulator_message("this run"))
 
 
-def dataset_task(episodes: Episodes, obs_keys: Sequence[str]) -> Task:
-    """A simulator-free task mapping recorded data to (observation, action); sizes from `episodes`."""
-    keys = list(obs_keys)
+def camera_frames(episodes: Episodes, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Camera key -> uint8 frames (N, H, W, 3) of recorded episodes."""
+    missing = [k for k in keys if k not in episodes.data]
+    if missing:
+        raise ScorePolicyError(f"{episodes.source}: camera '{missing[0]}' has no frames in the loaded data")
+    return {k: episodes.data[k] for k in keys}
+
+
+def dataset_task(episodes: Episodes, obs_keys: Sequence[str], camera_keys: Sequence[str] = ()) -> Task:
+    """A simulator-free task mapping recorded data to (observation, action, camera frames); sizes from
+    `episodes`."""
+    keys, cameras = list(obs_keys), list(camera_keys)
     obs_dim = observations(episodes.select([0]), keys).shape[1]
+    shapes = {
+        k: (int(a.shape[1]), int(a.shape[2]), int(a.shape[3]))
+        for k, a in camera_frames(episodes, cameras).items()
+    }
     return Task(
         name=DATASET_TASK,
         obs_dim=int(obs_dim),
@@ -124,6 +144,8 @@ def dataset_task(episodes: Episodes, obs_keys: Sequence[str]) -> Task:
         dataset_actions=actions,
         episode_metrics=_no_metrics,
         aggregate_metrics=_no_aggregate,
+        image_shapes=shapes,
+        dataset_images=(lambda part: camera_frames(part, cameras)) if cameras else None,
     )
 
 
@@ -135,18 +157,44 @@ def _zarr_aliases(episodes: Episodes) -> Episodes:
     )
 
 
+def dataset_cameras(dataset: OpenedDataset) -> tuple[list[str], list[str]]:
+    """(camera keys whose frames are on disk, declared camera keys whose files are absent)."""
+    if dataset.format == "lerobot":
+        from scorepolicy.data.lerobot import read_lerobot_meta
+
+        meta = read_lerobot_meta(dataset.path)
+        absent = sorted(meta.missing_videos())
+        return [k for k in meta.camera_keys if k not in absent], absent
+    if dataset.format == "zarr":
+        from scorepolicy.data.zarr_replay import is_image_array
+
+        arrays = sorted(p.name for p in (dataset.path / "data").iterdir() if p.is_dir())
+        return [k for k in arrays if is_image_array(dataset.path, k)], []
+    return [], []
+
+
 def load_dataset_task(
-    path: Path | OpenedDataset | None, format: DataFormat | None, obs_keys: Sequence[str] | None
+    path: Path | OpenedDataset | None,
+    format: DataFormat | None,
+    obs_keys: Sequence[str] | None,
+    cameras: FrameOptions | None = None,
 ) -> tuple[Task, Episodes, dict[str, Any]]:
-    """The dataset task, its episodes, and what to record in train_config.json about them."""
+    """The dataset task, its episodes, and what to record in train_config.json about them. With `cameras`
+    (enabled), a dataset whose camera features are all on disk gives a task with images."""
     if path is None:
         raise ScorePolicyError(
             f"task '{DATASET_TASK}' needs --data PATH (a LeRobot, robomimic or zarr dataset)"
         )
     dataset = _opened(path, format)
-    episodes = dataset.load()
+    present, absent = dataset_cameras(dataset) if cameras is not None and cameras.enabled else ([], [])
+    use = bool(present) and not absent
+    episodes = dataset.load(images=use, frames=cameras if use else None)
     if dataset.format == "zarr":
         episodes = _zarr_aliases(episodes)
     keys = resolve_obs_keys(episodes, obs_keys)
-    record = {"data_format": dataset.format, "obs_keys": keys, "action_key": ACTION_KEY}
-    return dataset_task(episodes, keys), episodes, record
+    camera_keys = present if use else []
+    record: dict[str, Any] = {"data_format": dataset.format, "obs_keys": keys, "action_key": ACTION_KEY}
+    if camera_keys or absent:
+        record["camera_keys"] = camera_keys
+        record["absent_camera_keys"] = absent
+    return dataset_task(episodes, keys, camera_keys), episodes, record

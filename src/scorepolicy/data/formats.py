@@ -14,6 +14,7 @@ from scorepolicy.core.episodes import Episodes
 from scorepolicy.errors import ScorePolicyError
 
 if TYPE_CHECKING:
+    from scorepolicy.data.lerobot_video import FrameOptions
     from scorepolicy.data.validate import ValidationReport
 
 DataFormat = Literal["lerobot", "zarr", "robomimic"]
@@ -70,10 +71,15 @@ class OpenedDataset:
     """Its format, detected once or forced."""
 
     def load(
-        self, keys: Sequence[str] | None = None, *, finite: bool = True, images: bool = False
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        finite: bool = True,
+        images: bool = False,
+        frames: FrameOptions | None = None,
     ) -> Episodes:
-        """Read it into `Episodes` (`keys`, `finite` and `images` as in `load_dataset`)."""
-        return _load(self, keys, finite, images)
+        """Read it into `Episodes` (`keys`, `finite`, `images` and `frames` as in `load_dataset`)."""
+        return _load(self, keys, finite, images, frames)
 
     def validate(self, horizon: int | None = None) -> ValidationReport:
         """Every problem found in one pass (never raises for bad data)."""
@@ -117,28 +123,34 @@ def load_dataset(
     keys: Sequence[str] | None = None,
     finite: bool = True,
     images: bool = False,
+    frames: FrameOptions | None = None,
 ) -> Episodes:
     """Read any supported dataset into `Episodes` (format detected from the path unless given).
 
     `keys` selects what to read: LeRobot feature names, replay-zarr data keys, or robomimic obs keys
     (default: every vector feature; LeRobot videos and zarr images only when named). With `finite`
     (default) NaN or inf in a float array is a one-line error. With `images`, the camera frames come too, as
-    uint8 (N, H, W, 3) arrays: a replay zarr's image arrays, a LeRobot dataset's image and video features
-    (robomimic: not supported, a one-line error).
+    uint8 (N, H, W, 3) arrays: a replay zarr's image arrays as stored, a LeRobot dataset's image and video
+    features resized by `frames` (default `FrameOptions()`: 96 px high, aspect kept, 4 GB budget);
+    robomimic: not supported, a one-line error.
     """
     dataset = path if isinstance(path, OpenedDataset) else open_dataset(path, format)
-    return dataset.load(keys, finite=finite, images=images)
+    return dataset.load(keys, finite=finite, images=images, frames=frames)
 
 
-def _load(dataset: OpenedDataset, keys: Sequence[str] | None, finite: bool, images: bool = False) -> Episodes:
+def _load(
+    dataset: OpenedDataset,
+    keys: Sequence[str] | None,
+    finite: bool,
+    images: bool = False,
+    frames: FrameOptions | None = None,
+) -> Episodes:
     """The reader of the dataset's format, called on its path."""
     path, fmt = dataset.path, dataset.format
     if fmt == "lerobot":
         from scorepolicy.data.lerobot import read_lerobot
 
-        if images:
-            raise ScorePolicyError(f"{path}: camera frames from LeRobot datasets are not read yet")
-        return read_lerobot(path, keys, check_finite=finite)
+        return read_lerobot(path, keys, check_finite=finite, images=images, frames=frames)
     if fmt == "zarr":
         from scorepolicy.data.zarr_replay import read_replay_zarr
 

@@ -22,11 +22,14 @@ import numpy as np
 
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.arrow import column_to_numpy, parquet_columns, read_parquet
+from scorepolicy.data.lerobot_video import FrameOptions
 from scorepolicy.errors import ScorePolicyError
 
 FRAME_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 """Per-frame bookkeeping columns every LeRobot dataset has; kept 1-D in `Episodes`."""
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
+CAMERA_DTYPES = ("video", "image")
+"""LeRobot feature dtypes holding camera frames (decoded by `lerobot_video`)."""
 VALIDATE_HINT = "run `scorepolicy data validate` on it for the full report"
 
 
@@ -74,6 +77,11 @@ class LeRobotMeta:
     @property
     def video_keys(self) -> list[str]:
         return [k for k, f in self.features.items() if f.get("dtype") == "video"]
+
+    @property
+    def camera_keys(self) -> list[str]:
+        """Camera features: video streams and per-frame images stored in the parquet files."""
+        return [k for k, f in self.features.items() if f.get("dtype") in CAMERA_DTYPES]
 
     @property
     def vector_keys(self) -> list[str]:
@@ -292,31 +300,33 @@ def read_lerobot_meta(path: str | Path) -> LeRobotMeta:
     return LeRobotMeta(root=root, version=version, info=info, tasks=tasks, episodes=episodes)
 
 
-def _select_columns(meta: LeRobotMeta, keys: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """(parquet columns, video keys) to load; by default every numeric feature and no video."""
+def _select_columns(
+    meta: LeRobotMeta, keys: Sequence[str] | None, cameras: bool = False
+) -> tuple[list[str], list[str]]:
+    """(parquet columns, camera keys) to load; by default every numeric feature, and every camera feature
+    only with `cameras`."""
     features = meta.features
     if keys is None:
-        return meta.vector_keys, []
+        return meta.vector_keys, (meta.camera_keys if cameras else [])
     unknown = [k for k in keys if k not in features]
     if unknown:
         raise ScorePolicyError(
             f"{meta.root}/meta/info.json: feature '{unknown[0]}' not declared; "
             f"available features: {', '.join(features)}"
         )
-    unsupported = [
-        k for k in keys if features[k].get("dtype") not in ("video",) and k not in meta.vector_keys
-    ]
+    unsupported = [k for k in keys if k not in meta.camera_keys and k not in meta.vector_keys]
     if unsupported:
         dtype = features[unsupported[0]].get("dtype")
         raise ScorePolicyError(
             f"{meta.root}: feature '{unsupported[0]}' has dtype {dtype!r}, which this reader does not load; "
             "leave it out of the requested keys"
         )
-    columns = [k for k in keys if features[k].get("dtype") != "video"]
+    columns = [k for k in keys if k not in meta.camera_keys]
     for col in ("episode_index", "frame_index", "timestamp", "task_index"):
         if col in features and col not in columns:
             columns.append(col)
-    return columns, [k for k in keys if features[k].get("dtype") == "video"]
+    named = [k for k in keys if k in meta.camera_keys]
+    return columns, list(dict.fromkeys(named + (meta.camera_keys if cameras else [])))
 
 
 def _feature_array(meta: LeRobotMeta, key: str, arr: np.ndarray, where: str) -> np.ndarray:
@@ -424,27 +434,36 @@ def _check_finite(meta: LeRobotMeta, data: dict[str, np.ndarray], ends: np.ndarr
 
 
 def read_lerobot(
-    path: str | Path, keys: Sequence[str] | None = None, *, check_finite: bool = True
+    path: str | Path,
+    keys: Sequence[str] | None = None,
+    *,
+    check_finite: bool = True,
+    images: bool = False,
+    frames: FrameOptions | None = None,
 ) -> Episodes:
     """Read a LeRobot v3.0 or v2.1 dataset into `Episodes`.
 
-    `keys` selects features (default: every numeric feature; videos only when named, decoded with
-    PyAV). Frames keep the dataset's order; `attrs` holds fps, tasks, feature names and versions.
+    `keys` selects features (default: every numeric feature). Camera features (video, decoded with PyAV,
+    and image) come when named in `keys` or, all of them, with `images`: uint8 (N, H, W, 3) frames aligned
+    with the rows, resized by `frames` (default with `images`: 96 px high, aspect kept; named keys without
+    `frames`: as stored) within its memory budget. Frames keep the dataset's order; `attrs` holds fps,
+    tasks, feature names and versions.
     """
     meta = read_lerobot_meta(path)
-    columns, video_keys = _select_columns(meta, keys)
+    columns, camera_keys = _select_columns(meta, keys, images)
+    if camera_keys and "timestamp" in meta.features and "timestamp" not in columns:
+        columns.append("timestamp")
     data = _read_data_files(meta, columns)
     n_rows = len(next(iter(data.values()))) if data else sum(ep.length for ep in meta.episodes)
     ends = _episode_ends(meta, data, n_rows)
     data["task_index"] = _task_index(meta, data, ends)
     if check_finite:
         _check_finite(meta, data, ends)
-    if video_keys:
-        from scorepolicy.data.lerobot_video import decode_episode_videos
+    if camera_keys:
+        from scorepolicy.data.lerobot_video import read_cameras
 
-        timestamps = data.get("timestamp")
-        for key in video_keys:
-            data[key] = decode_episode_videos(meta, key, ends, timestamps)
+        options = frames if frames is not None or not images else FrameOptions()
+        data.update(read_cameras(meta, camera_keys, ends, data.get("timestamp"), options))
     return Episodes(data=data, episode_ends=ends, source=str(meta.root), attrs=lerobot_attrs(meta))
 
 
@@ -460,5 +479,6 @@ def lerobot_attrs(meta: LeRobotMeta) -> dict[str, object]:
         "robot_type": meta.info.get("robot_type"),
         "feature_names": {k: f.get("names") for k, f in features.items() if is_numeric_dtype(f.get("dtype"))},
         "video_keys": meta.video_keys,
+        "camera_keys": meta.camera_keys,
         "missing_video_keys": sorted(missing),
     }
