@@ -72,7 +72,8 @@ class Convert:
 
 @dataclass
 class Plot:
-    """Plot action and state trajectories and action histograms to a PNG."""
+    """Plot action and state trajectories and action histograms to a PNG, or with --frames N a strip of N
+    camera frames spread over one episode (one row per camera)."""
 
     path: tyro.conf.Positional[Path]
     """Dataset to plot."""
@@ -82,11 +83,17 @@ class Plot:
     """Force the format (default: detected from the path)."""
     max_episodes: int = 20
     """Episodes drawn in the trajectory panels."""
+    frames: int = 0
+    """Camera frames per camera to draw over one episode instead of the trajectories (0: trajectories)."""
+    episode: int = 0
+    """With --frames: the episode whose frames are drawn."""
     overwrite: bool = False
     """Replace an existing --out."""
 
     def __post_init__(self) -> None:
         check_field("--max-episodes", self.max_episodes, at_least=1)
+        check_field("--frames", self.frames, at_least=0)
+        check_field("--episode", self.episode, at_least=0)
 
 
 @dataclass
@@ -164,6 +171,12 @@ def _plot(cmd: Plot) -> int:
     from scorepolicy.data.inspect import plot_dataset
 
     check_output_file(cmd.out, "--out", overwrite=True, inputs=[cmd.path])  # plot_dataset checks --overwrite
+    if cmd.frames:
+        from scorepolicy.data.frames import plot_frames
+
+        out = plot_frames(cmd.path, cmd.out, cmd.frames, cmd.episode, cmd.format, overwrite=cmd.overwrite)
+        print(f"frames: {out}")
+        return 0
     out = plot_dataset(cmd.path, cmd.out, cmd.format, max_episodes=cmd.max_episodes, overwrite=cmd.overwrite)
     print(f"plot: {out}")
     return 0

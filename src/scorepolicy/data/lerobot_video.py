@@ -91,21 +91,32 @@ def _av() -> Any:
     return av
 
 
-def decode_video(path: Path, size: tuple[int, int] | None, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every frame of the video at `path` resized to `size` (height, width; None: as stored): (times in s,
-    frames uint8). Frames without a timestamp are placed at their index / `fps`."""
+def decode_video(
+    path: Path, size: tuple[int, int] | None, fps: float, wanted: np.ndarray | None = None, tol: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of the video at `path` resized to `size` (height, width; None: as stored): (times in s,
+    frames uint8). With `wanted` (times in s), only frames within `tol` of one of them are kept and decoding
+    stops after the last. Frames without a timestamp are placed at their index / `fps`."""
     av = _av()
     resize: dict[str, Any] = (
         {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
     )
+    targets = None if wanted is None or not len(wanted) else np.sort(np.asarray(wanted, dtype=np.float64))
     times: list[float] = []
     frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                t = float(frame.pts * stream.time_base) if frame.pts is not None else len(times) / fps
+            for n, frame in enumerate(container.decode(stream)):
+                t = float(frame.pts * stream.time_base) if frame.pts is not None else n / fps
+                if targets is not None:
+                    if t > targets[-1] + tol:
+                        break
+                    i = int(np.searchsorted(targets, t))
+                    near = min(abs(t - targets[j]) for j in (i - 1, i) if 0 <= j < len(targets))
+                    if near > tol:
+                        continue
                 times.append(t)
                 frames.append(frame.to_ndarray(format="rgb24", **resize))
     except ScorePolicyError:
@@ -113,7 +124,7 @@ def decode_video(path: Path, size: tuple[int, int] | None, fps: float) -> tuple[
     except Exception as exc:  # PyAV raises its own error family for corrupt or odd files
         raise ScorePolicyError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
     if not frames:
-        raise ScorePolicyError(f"{path}: the video holds no frames; restore the file")
+        raise ScorePolicyError(f"{path}: the video holds no frames at the episodes' times; restore the file")
     return np.asarray(times), np.stack(frames)
 
 
@@ -175,7 +186,8 @@ def decode_episode_videos(
         wanted[file].append((int(start), local + offset))
     out: np.ndarray | None = None
     for file, parts in wanted.items():
-        stamps, frames = decode_video(file, size, meta.fps)
+        times_in_file = np.concatenate([times for _, times in parts])
+        stamps, frames = decode_video(file, size, meta.fps, times_in_file, tolerance)
         if out is None:
             out = np.empty((int(ends[-1]), *frames.shape[1:]), dtype=np.uint8)
         elif frames.shape[1:] != out.shape[1:]:
