@@ -28,6 +28,7 @@ from scorepolicy.evaluation.rollout import BatchPolicy
 from scorepolicy.export.runtime import OnnxPolicy
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.baselines import denoiser_calls
+from scorepolicy.policies.images import example_input
 from scorepolicy.provenance import package_version, provenance
 
 
@@ -160,13 +161,14 @@ def measure_latency(
     with torch_threads(threads):
         obs = torch.zeros(batch, policy.cfg.n_obs_steps, policy.cfg.obs_dim, device=device)
         obs[..., : policy.obs_min.shape[0]] += (policy.obs_min + policy.obs_max) / 2  # goal entries: task 0
+        given: Any = example_input(obs, policy.cfg.image_shapes)  # image policies: with mid-grey frames
         for _ in range(max(10, repeats // 10)):
-            policy.predict_action_chunk(obs)
+            policy.predict_action_chunk(given)
         times = []
         for _ in range(repeats):
             synchronize(device)
             t0 = time.perf_counter()
-            policy.predict_action_chunk(obs)
+            policy.predict_action_chunk(given)
             synchronize(device)
             times.append((time.perf_counter() - t0) * 1000)
     times.sort()

@@ -39,8 +39,11 @@ def recipe_job(task: str | None) -> TrainJob:
     """A TrainJob with the task's recipe applied (the generic defaults for no or an unknown task)."""
     job = TrainJob(task=task if task in TASK_NAMES else None)  # type: ignore[arg-type]
     for path, value in RECIPES.get(task or "", {}).items():
-        section, name = path.split(".")
-        setattr(getattr(job, section), name, value)
+        *sections, name = path.split(".")
+        target: Any = job
+        for section in sections:
+            target = getattr(target, section)
+        setattr(target, name, value)
     return job
 
 

@@ -36,6 +36,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "pusht": dict(_PUSHT_RECIPE),
     "pusht-keypoints": dict(_PUSHT_RECIPE),
     "obstacles": {},
+    "target-image": {"policy.vision.crop": 28, "train.steps": 1_500, "train.batch_size": 64},
     "metaworld-mt10": {
         "policy.denoiser": "mode",
         "policy.n_obs_steps": 1,
@@ -132,6 +133,10 @@ def load_episodes(task: Task, path: Path | OpenedDataset | None, data: DataConfi
         from scorepolicy.envs.obstacles import generate_obstacle_demos
 
         return generate_obstacle_demos(data.n_demos, seed=data.demo_seed)
+    if task.name == "target-image" and path is None:
+        from scorepolicy.envs.target_image import generate_target_demos
+
+        return generate_target_demos(data.n_demos, seed=data.demo_seed)
     if path is None:
         hint = "scorepolicy data generate metaworld --out data/mt10" if task.goal_spec else DEFAULT_PUSHT_ZARR
         raise ScorePolicyError(f"task '{task.name}' needs --data PATH (e.g. {hint})")
@@ -170,7 +175,8 @@ def build_datasets(
     def windows(idx: np.ndarray) -> WindowDataset:
         part = episodes.select(idx)
         obs, act = task.dataset_obs(part), task.dataset_actions(part)
-        return WindowDataset(obs, act, part.episode_ends, policy_cfg.n_obs_steps, policy_cfg.horizon)
+        images = task.dataset_images(part) if task.image_shapes and task.dataset_images else {}
+        return WindowDataset(obs, act, part.episode_ends, policy_cfg.n_obs_steps, policy_cfg.horizon, images)
 
     return windows(train_idx), (windows(val_idx) if len(val_idx) else None)
 
@@ -183,6 +189,10 @@ def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: 
             f"{train_data.actions.shape[1]}; task '{task.name}' expects {task.obs_dim} and {task.action_dim}"
         )
     cfg.obs_dim, cfg.action_dim = task.obs_dim, task.action_dim
+    cfg.image_shapes = dict(task.image_shapes)
+    missing = sorted(set(task.image_shapes) - set(train_data.images))
+    if missing:
+        raise ScorePolicyError(f"task '{task.name}': the data has no frames of camera '{missing[0]}'")
     if task.goal_spec is not None and not cfg.goal.enabled:
         cfg.goal.n_tasks, cfg.goal.goal_dim = task.goal_spec
         cfg.goal.from_observation = True
@@ -201,6 +211,8 @@ def make_policy(task: Task, cfg: PolicyConfig, train_data: WindowDataset, seed: 
     if cfg.goal.goal_dim > 0:
         stats["goal"] = min_max_stats(train_data.obs[:, task.obs_dim - cfg.goal.goal_dim :])
     policy.set_normalization(stats)
+    if policy.image_encoder is not None and cfg.vision.standardize:
+        policy.image_encoder.set_statistics({k: torch.from_numpy(v) for k, v in train_data.images.items()})
     return policy
 
 

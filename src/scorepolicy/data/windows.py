@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,8 @@ class WindowDataset:
     """Exclusive episode ends, as in `Episodes`."""
     n_obs_steps: int
     horizon: int
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    """Camera key -> uint8 frames (N, H, W, 3) aligned with `obs` (kept uint8; empty: no cameras)."""
 
     def __post_init__(self) -> None:
         self.obs = np.ascontiguousarray(self.obs, dtype=np.float32)
@@ -52,14 +55,30 @@ class WindowDataset:
                 raise ScorePolicyError(
                     f"{name}: NaN or inf at step {step} (episode {episode}); clean or drop that episode"
                 )
+        for key, frames in self.images.items():
+            if (
+                frames.dtype != np.uint8
+                or frames.ndim != 4
+                or frames.shape[0] != len(self.obs)
+                or frames.shape[3] != 3
+            ):
+                raise ScorePolicyError(
+                    f"camera '{key}': expected uint8 frames ({len(self.obs)}, H, W, 3) aligned with the "
+                    f"observations, got {frames.dtype} {frames.shape}"
+                )
         self.obs_idx, self.act_idx = window_indices(self.episode_ends, self.n_obs_steps, self.horizon)
 
     def __len__(self) -> int:
         return len(self.obs_idx)
 
-    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Windows `idx` as {"obs": (B, T_o, d_o), "action": (B, T_p, d_a)}."""
-        return {"obs": self.obs[self.obs_idx[idx]], "action": self.actions[self.act_idx[idx]]}
+    def batch(self, idx: np.ndarray) -> dict[str, Any]:
+        """Windows `idx` as {"obs": (B, T_o, d_o), "action": (B, T_p, d_a)}, and with cameras
+        "images": {key: uint8 (B, T_o, H, W, 3)} (gathered by the same indices, still uint8)."""
+        rows = self.obs_idx[idx]
+        out: dict[str, Any] = {"obs": self.obs[rows], "action": self.actions[self.act_idx[idx]]}
+        if self.images:
+            out["images"] = {key: frames[rows] for key, frames in self.images.items()}
+        return out
 
 
 def split_episodes(

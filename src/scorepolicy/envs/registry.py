@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from scorepolicy.core.task import Condition, Task
 from scorepolicy.errors import ScorePolicyError
 
-TaskName = Literal["pusht", "pusht-keypoints", "pusht-image", "obstacles", "metaworld-mt10"]
+TaskName = Literal["pusht", "pusht-keypoints", "pusht-image", "obstacles", "metaworld-mt10", "target-image"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
@@ -54,4 +54,8 @@ def _base_task(name: str) -> Task:
         from scorepolicy.envs.metaworld import MT10, metaworld_task
 
         return metaworld_task(MT10, name)
+    if name == "target-image":
+        from scorepolicy.envs.target_image import TARGET_IMAGE_TASK
+
+        return TARGET_IMAGE_TASK
     raise ScorePolicyError(f"unknown task '{name}'; valid tasks: {', '.join(TASK_NAMES)}")

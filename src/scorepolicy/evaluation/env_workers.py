@@ -37,6 +37,7 @@ import numpy as np
 
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation.observations import Observation
 from scorepolicy.evaluation.rollout import EpisodeError, EpisodeRules, SerialStepper, StepResult
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,7 @@ class ShardedStepper:
                 replies.extend(reply)
         return replies
 
-    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
+    def reset(self, seeds: Sequence[int]) -> list[tuple[Observation | None, EpisodeError | None]]:
         """Reset each env with its own seed (in parallel across shards)."""
         return self._all("reset", [([int(x) for x in seeds[s.part]],) for s in self.shards])
 

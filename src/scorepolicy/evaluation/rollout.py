@@ -38,11 +38,18 @@ from tqdm.auto import tqdm
 
 from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
+from scorepolicy.evaluation.observations import (
+    Observation,
+    copy_observation,
+    stack_observations,
+    state_of,
+    zero_observation,
+)
 
 log = logging.getLogger(__name__)
 
-StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
-"""(observation, reward, terminated, truncated, info) of one env step."""
+StepResult = tuple[Observation, float, bool, bool, dict[str, Any]]
+"""(observation, reward, terminated, truncated, info) of one env step (image tasks: a dict observation)."""
 
 
 class BatchPolicy(Protocol):
@@ -57,8 +64,9 @@ class BatchPolicy(Protocol):
         """Clear the observation history and action queue of every batch row."""
         ...
 
-    def select_action(self, obs: np.ndarray) -> np.ndarray:
-        """Map observations (B, obs_dim) float32 to actions (B, action_dim)."""
+    def select_action(self, obs: Any) -> np.ndarray:
+        """Map observations (B, obs_dim) float32 (image tasks: a dict {"state": (B, obs_dim), camera: uint8
+        (B, H, W, 3)}) to actions (B, action_dim)."""
         ...
 
 
@@ -139,7 +147,7 @@ class EpisodeError:
 class Stepper(Protocol):
     """Drives the envs of one wave: reset them with their seeds, step them, close them."""
 
-    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
+    def reset(self, seeds: Sequence[int]) -> list[tuple[Observation | None, EpisodeError | None]]:
         """Reset each env with its own seed: (observation, None) or (None, its error)."""
         ...
 
@@ -302,10 +310,10 @@ class SerialStepper:
                 self.envs.append(None)
                 self.errors.append(_logged_error("creating an env", exc))
 
-    def reset(self, seeds: Sequence[int]) -> list[tuple[np.ndarray | None, EpisodeError | None]]:
+    def reset(self, seeds: Sequence[int]) -> list[tuple[Observation | None, EpisodeError | None]]:
         """Reset each env that was built; report creation or reset errors per env."""
         self.seeds = [int(s) for s in seeds]
-        out: list[tuple[np.ndarray | None, EpisodeError | None]] = []
+        out: list[tuple[Observation | None, EpisodeError | None]] = []
         for i, (env, error, seed) in enumerate(zip(self.envs, self.errors, self.seeds)):
             if env is None:
                 out.append((None, error))
@@ -313,7 +321,7 @@ class SerialStepper:
             self.hook(i)
             try:
                 obs, _ = env.reset(seed=seed)
-                out.append((np.asarray(obs), None))
+                out.append((copy_observation(obs), None))
             except Exception as exc:
                 out.append((None, _logged_error(f"resetting the env of seed {seed}", exc)))
         return out
@@ -328,7 +336,9 @@ class SerialStepper:
             self.hook(i)
             try:
                 obs, reward, terminated, truncated, info = env.step(actions[i])
-                out.append((np.asarray(obs), float(reward), bool(terminated), bool(truncated), dict(info)))
+                out.append(
+                    (copy_observation(obs), float(reward), bool(terminated), bool(truncated), dict(info))
+                )
             except Exception as exc:
                 out.append(_logged_error(f"stepping the env of seed {self.seeds[i]}", exc))
         return out
@@ -359,7 +369,7 @@ class _Episode:
         self.seed = seed
         self.video = video
         self.rules = rules
-        self.obs: np.ndarray | None = None
+        self.obs: Observation | None = None
         self.infos: list[dict[str, Any]] = []
         self.ret = 0.0
         self.length = 0
@@ -371,7 +381,7 @@ class _Episode:
         """Whether the episode is over (its record is set)."""
         return self.record is not None
 
-    def start(self, obs: np.ndarray | None, error: EpisodeError | None) -> None:
+    def start(self, obs: Observation | None, error: EpisodeError | None) -> None:
         """Take the reset observation, or record the reset/creation error."""
         if error is not None or obs is None:
             self._fail(error or EpisodeError("reset returned no observation", ""))
@@ -391,14 +401,14 @@ class _Episode:
         if _episode_over(self.length, terminated, truncated, info, self.rules):
             self._complete(task)
 
-    def policy_obs(self, obs_dim: int) -> np.ndarray:
+    def policy_obs(self, task: Task) -> Observation:
         """The observation to feed the policy: the latest one (frozen once the episode is over)."""
-        return self.obs if self.obs is not None else np.zeros(obs_dim, dtype=np.float32)
+        return self.obs if self.obs is not None else zero_observation(task)
 
-    def _observe(self, obs: np.ndarray) -> None:
-        self.obs = np.array(obs, dtype=np.float32)
+    def _observe(self, obs: Observation) -> None:
+        self.obs = copy_observation(obs)
         if self.rules.keep_trajectories:
-            self.observations.append(self.obs.tolist())
+            self.observations.append(state_of(self.obs).tolist())
 
     def _complete(self, task: Task) -> None:
         try:
@@ -469,7 +479,7 @@ def _drive(
         if ep.record is not None:
             _finish(ep.record, row, extras, bar)
     while not all(ep.done for ep in episodes):
-        batch = np.stack([ep.policy_obs(task.obs_dim) for ep in episodes]).astype(np.float32)
+        batch = stack_observations([ep.policy_obs(task) for ep in episodes])
         actions = np.asarray(policy.select_action(batch))
         if actions.shape[:1] != (len(episodes),):
             raise ValueError(f"policy.select_action returned shape {actions.shape} for {len(episodes)} envs")

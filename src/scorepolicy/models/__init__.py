@@ -9,9 +9,11 @@ from scorepolicy.models.mlp import MLPConfig, MLPDenoiser
 from scorepolicy.models.mode import MoDEConfig, MoDEDenoiser
 from scorepolicy.models.transformer import TransformerConfig, TransformerDenoiser
 from scorepolicy.models.unet1d import UNet1DConfig, UNet1DDenoiser
+from scorepolicy.models.vision import ImageEncoder, VisionConfig
 
 __all__ = [
     "GoalEncoder",
+    "ImageEncoder",
     "MLPConfig",
     "MLPDenoiser",
     "MoDEConfig",
@@ -20,4 +22,5 @@ __all__ = [
     "TransformerDenoiser",
     "UNet1DConfig",
     "UNet1DDenoiser",
+    "VisionConfig",
 ]

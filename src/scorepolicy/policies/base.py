@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -34,8 +34,16 @@ from scorepolicy.files import (
     load_tensors,
     read_json,
 )
-from scorepolicy.models import GoalEncoder, MLPDenoiser, MoDEDenoiser, TransformerDenoiser, UNet1DDenoiser
+from scorepolicy.models import (
+    GoalEncoder,
+    ImageEncoder,
+    MLPDenoiser,
+    MoDEDenoiser,
+    TransformerDenoiser,
+    UNet1DDenoiser,
+)
 from scorepolicy.policies.config import PolicyConfig
+from scorepolicy.policies.images import Crop, Frames, split_input, stack_history
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 Goal = dict[str, Any]
@@ -46,9 +54,15 @@ FORMAT_VERSION = 1
 Denoiser = MLPDenoiser | TransformerDenoiser | MoDEDenoiser | UNet1DDenoiser
 
 
+def feature_width(cfg: PolicyConfig) -> int:
+    """Width of one observation step as the denoiser sees it: the state (without goal entries) and, for
+    image policies, every camera's features."""
+    return cfg.obs_dim - cfg.goal.obs_width + len(cfg.image_shapes) * cfg.vision.feature_dim
+
+
 def build_denoiser(cfg: PolicyConfig) -> Denoiser:
     """The denoiser network named by the config."""
-    args = (cfg.obs_dim - cfg.goal.obs_width, cfg.n_obs_steps, cfg.action_dim, cfg.horizon)
+    args = (feature_width(cfg), cfg.n_obs_steps, cfg.action_dim, cfg.horizon)
     if cfg.denoiser == "mlp":
         return MLPDenoiser(cfg.mlp, *args)
     if cfg.denoiser == "mode":
@@ -65,24 +79,29 @@ def check_base_config(cfg: PolicyConfig, where: str) -> None:
         raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
 
 
-def next_queued_action(policy: Any, obs: Tensor, goal: Goal | None) -> Tensor:
+def next_queued_action(policy: Any, obs: Tensor | Frames, goal: Goal | None) -> Tensor:
     """The observation-history / action-queue step of `select_action` shared by every policy runtime
-    (torch and ONNX): append the checked batch `obs` (B, d_o) to `policy._obs_history` (filled with it at
-    an episode's start), re-plan `policy.cfg.n_action_steps` actions with `policy.predict_action_chunk`
-    when `policy._action_queue` is empty, and pop the next action (B, d_a)."""
+    (torch and ONNX): append the checked batch `obs` (B, d_o) (or, for image policies, a dict {"state":
+    (B, d_o), camera: (B, H, W, 3)}) to `policy._obs_history` (filled with it at an episode's start),
+    re-plan `policy.cfg.n_action_steps` actions with `policy.predict_action_chunk` when
+    `policy._action_queue` is empty, and pop the next action (B, d_a)."""
     history_, queue = policy._obs_history, policy._action_queue
-    if history_ and history_[-1].shape[0] != obs.shape[0]:
+    if history_ and _rows(history_[-1]) != _rows(obs):
         raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
     if not history_:
         history_.extend([obs] * policy.cfg.n_obs_steps)
     else:
         history_.append(obs)
     if not queue:
-        history = torch.stack(list(history_), dim=1)
+        history = stack_history(list(history_))
         chunk = policy.predict_action_chunk(history, goal=goal if goal is not None else policy._goal)
         queue.extend(chunk[:, : policy.cfg.n_action_steps].unbind(dim=1))
     action: Tensor = queue.popleft()
     return action
+
+
+def _rows(obs: Tensor | Frames) -> int:
+    return int((obs["state"] if isinstance(obs, dict) else obs).shape[0])
 
 
 class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
@@ -93,6 +112,8 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
     """
 
     kind: ClassVar[str] = ""
+    takes_images: ClassVar[bool] = False
+    """Whether the family conditions on camera frames (configs with image_shapes)."""
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
     """The family's config class: what it validates and saves to config.json."""
     obs_min: Tensor
@@ -105,7 +126,12 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         cfg = self.family_config(cfg)
         self.check_config(cfg)
         self.cfg = cfg
+        if cfg.image_shapes and not self.takes_images:
+            raise ScorePolicyError(
+                f"policy.kind '{cfg.kind}' does not take camera images; use kind 'score' for image tasks"
+            )
         self.denoiser: Denoiser = build_denoiser(cfg)
+        self.image_encoder = ImageEncoder(cfg.vision, cfg.image_shapes) if cfg.image_shapes else None
         g = cfg.goal
         self.goal_encoder = (
             GoalEncoder(g.n_tasks, g.goal_dim, self.denoiser.goal_width) if g.enabled else None
@@ -212,6 +238,31 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         )
         return {**batch, "obs": torch.cat([state + noise, obs[..., state.shape[-1] :]], dim=-1)}
 
+    def split_input(
+        self, obs: Tensor | Mapping[str, Any], steps: tuple[int, ...]
+    ) -> tuple[Tensor, Frames | None]:
+        """An observation as (state, camera frames) on the policy's device: a tensor for state-only
+        policies, a dict {"state", camera keys} for image policies; `steps` are the leading dimensions after
+        the batch, (T_o,) for histories or () for one step. Missing or unexpected keys, wrong frame shapes
+        or dtypes are refused with a one-line error naming the key, the shape received and the expected one."""
+        state, frames = split_input(obs, self.cfg.image_shapes, steps, self.device)
+        self._check_obs(state, (*steps, self.cfg.obs_dim))
+        return state.to(self.device), frames
+
+    def observation_features(self, state: Tensor, images: Frames | None, crop: Crop | None = None) -> Tensor:
+        """What the denoiser sees per observation step: normalised raw states (B, T_o, d_o) and, for image
+        policies, the features of the frames {key: uint8 (B, T_o, H, W, 3)} (random crops from `crop`
+        in training mode, centre crops otherwise)."""
+        obs = self.normalize("obs", state)
+        if self.image_encoder is None:
+            return obs
+        if images is None:
+            keys = ", ".join(self.image_encoder.keys)
+            raise ScorePolicyError(
+                f"observation: this policy conditions on camera frames ({keys}); none given"
+            )
+        return torch.cat([obs, self.image_encoder(images, crop)], dim=-1)
+
     def split_observation(self, obs: Tensor, goal: Goal | None = None) -> tuple[Tensor, Goal | None]:
         """Raw observation histories (B, T_o, obs_dim) → (the observation part, the goal).
 
@@ -299,12 +350,12 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
                 raise ScorePolicyError(f"goal: expected goal vectors of size {g.goal_dim}, got size {size}")
 
     @torch.inference_mode()
-    def observation_embedding(self, obs: Tensor, goal: Goal | None = None) -> Tensor:
+    def observation_embedding(self, obs: Tensor | Frames, goal: Goal | None = None) -> Tensor:
         """What the denoiser is conditioned on, (B, F), for raw observation histories (B, T_o, d_o) (and a
         goal, as in `predict_action_chunk`): the policy's own observation embedding."""
-        self._check_obs(obs, (self.cfg.n_obs_steps, self.cfg.obs_dim))
-        state, found = self.split_observation(obs.float(), goal)
-        return self.condition(self.normalize("obs", state), found or None)
+        raw, images = self.split_input(obs, (self.cfg.n_obs_steps,))
+        state, found = self.split_observation(raw.float(), goal)
+        return self.condition(self.observation_features(state, images), found or None)
 
     # ---------------------------------------------------------------- interface for families
     @abc.abstractmethod
@@ -331,7 +382,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         if cfg.denoiser == "mode" or self.device.type != "cpu":
             return self  # MoDE's speed-up is its per-step expert cache, kept by the family
         with torch.no_grad():
-            cond = self.condition(torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim - cfg.goal.obs_width), None)
+            cond = self.condition(torch.zeros(2, cfg.n_obs_steps, feature_width(cfg)), None)
             feat = self.denoiser.sigma_features(torch.zeros(1))
             x = torch.zeros(2, cfg.horizon, cfg.action_dim)
             fast = frozen_trace(self.denoiser, (x, feat, cond), "optimize_for_inference", "eager inference")
@@ -411,12 +462,15 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         elif seeds is not None:
             self._row_generators = RowGenerators(seeds, self.device)
 
-    def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
+    def select_action(self, obs: ArrayT | Mapping[str, ArrayT], goal: Goal | None = None) -> ArrayT:
         """One action per env for observations (B, d_o) or (d_o,); re-plans every n_action_steps.
 
+        Image policies take a dict {"state": (B, d_o) or (d_o,), camera key: uint8 (B, H, W, 3) or (H, W, 3)}.
         `goal` overrides the goal given to `reset` (goal-conditioned policies). The action comes back as
         the observation came in: a numpy array, or a tensor on the observation's device.
         """
+        if isinstance(obs, Mapping) or self.image_encoder is not None:
+            return self._select_from_dict(obs, goal)
         is_numpy = isinstance(obs, np.ndarray)
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32) if is_numpy else obs, dtype=torch.float32)
         single, where = o.ndim == 1, o.device
@@ -426,6 +480,22 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         action = next_queued_action(self, o, goal)
         action = action[0] if single else action
         return action.cpu().numpy() if is_numpy else action.to(where)  # type: ignore[return-value]
+
+    def _select_from_dict(self, obs: Any, goal: Goal | None) -> Any:
+        """`select_action` for a dict observation {"state", camera keys} (one step, batched or not)."""
+        if not isinstance(obs, Mapping):
+            self.split_input(obs, ())  # refuses an array with the keys this policy takes
+        given = obs.get("state")
+        is_numpy = not isinstance(given, Tensor)
+        where = given.device if isinstance(given, Tensor) else torch.device("cpu")
+        single = given is not None and np.ndim(given) == 1
+        if single:
+            obs = {k: (v[None] if isinstance(v, Tensor) else np.asarray(v)[None]) for k, v in obs.items()}
+        state, frames = self.split_input(obs, ())
+        step: Tensor | Frames = {"state": state.float(), **(frames or {})} if frames is not None else state
+        action = next_queued_action(self, step, goal)
+        action = action[0] if single else action
+        return action.cpu().numpy() if is_numpy else action.to(where)
 
     @property
     def queued_actions(self) -> int:

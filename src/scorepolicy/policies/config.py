@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from scorepolicy.diffusion.samplers import SamplerName
 from scorepolicy.diffusion.schedules import ScheduleName, Terminal
 from scorepolicy.errors import ScorePolicyError, check_field
 from scorepolicy.files import to_dict
-from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig, UNet1DConfig
+from scorepolicy.models import MLPConfig, MoDEConfig, TransformerConfig, UNet1DConfig, VisionConfig
 
 PolicyKind = Literal["score", "mse-bc", "ddpm"]
 """Policy families on the same backbone: the score policy and the baselines."""
@@ -154,6 +154,17 @@ class PolicyConfig:
     obs_noise: float = 0.0
     """Training augmentation: std of Gaussian noise added to the observed state (not the goal entries),
     as a fraction of each entry's normalisation half-range (Push-T: 0.01 ≈ 2.5 px); 0 = off."""
+    image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """Camera key -> (height, width, 3) of the uint8 RGB frames the policy conditions on besides the state
+    (empty: a state-only policy). Taken from the task when training; the checkpoint records it."""
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    """Image encoder settings (used when image_shapes is not empty)."""
+
+    def __post_init__(self) -> None:
+        shapes = {str(k): tuple(int(s) for s in v) for k, v in self.image_shapes.items()}
+        self.image_shapes = cast(
+            dict[str, tuple[int, int, int]], shapes
+        )  # from JSON: lists; checked by validate
 
     def validate(self, prefix: str = "--policy.") -> None:
         """One-line errors naming the flag of any value out of its range (every section's numbers)."""
@@ -163,6 +174,8 @@ class PolicyConfig:
         check_field(_flag(prefix, "horizon"), self.horizon, at_least=1)
         check_field(_flag(prefix, "n_action_steps"), self.n_action_steps, at_least=1, at_most=self.horizon)
         check_network(self, prefix)
+        if self.image_shapes:
+            check_vision(self.vision, self.image_shapes, prefix + "vision.")
         check_goal(self.goal, prefix + "goal.")
         if "diffusion" in self.family_sections:
             check_diffusion(self.diffusion, prefix + "diffusion.")
@@ -176,6 +189,8 @@ class PolicyConfig:
             self.denoiser,
             *self.family_sections,
         }
+        if not self.image_shapes:
+            unused |= {"image_shapes", "vision"}
         return {k: v for k, v in to_dict(self).items() if k not in unused}
 
     def to_family(self) -> PolicyConfig:
@@ -249,6 +264,24 @@ def check_unet1d(u: UNet1DConfig, prefix: str) -> None:
         )
     if u.kernel_size % 2 == 0:
         raise ScorePolicyError(f"{prefix}kernel-size: must be odd (got {u.kernel_size}), e.g. 5")
+
+
+def check_vision(v: VisionConfig, shapes: dict[str, tuple[int, int, int]], prefix: str) -> None:
+    """Positive sizes, and a crop that fits every camera's (height, width, 3) frames."""
+    _at_least(prefix, v, ("feature_dim", "keypoints", "group_size"), 1)
+    check_field(prefix + "crop", v.crop, at_least=0)
+    if not v.cnn_channels or any(c < 1 for c in v.cnn_channels):
+        raise ScorePolicyError(f"{prefix}cnn-channels: give one or more positive widths, e.g. 32 64 64")
+    for key, shape in shapes.items():
+        if len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
+            raise ScorePolicyError(
+                f"image_shapes: camera '{key}' has shape {tuple(shape)}; expected (H, W, 3)"
+            )
+        if v.crop > min(shape[0], shape[1]):
+            raise ScorePolicyError(
+                f"{prefix}crop: {v.crop} exceeds camera '{key}' frames of {shape[0]}×{shape[1]}; "
+                f"use a crop of at most {min(shape[0], shape[1])} (or 0 for none)"
+            )
 
 
 def check_goal(g: GoalConfig, prefix: str) -> None:

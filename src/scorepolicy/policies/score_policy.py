@@ -24,11 +24,12 @@ from scorepolicy.diffusion import (
     steps_for_nfe,
 )
 from scorepolicy.diffusion.edm import RawNet, consistency_precond
-from scorepolicy.diffusion.random import TrainNoise, bernoulli, randn
+from scorepolicy.diffusion.random import TrainNoise, bernoulli, randint, randn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
 from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace, read_policy_config, scalar
 from scorepolicy.policies.config import DiffusionConfig, PolicyConfig, ScorePolicyConfig
+from scorepolicy.policies.images import Crop, Frames
 from scorepolicy.policies.registry import register_policy
 
 DETERMINISTIC_SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
@@ -81,6 +82,7 @@ class ScorePolicy(ChunkPolicy):
     """A score-based diffusion policy over action chunks (EDM preconditioning, few-step samplers)."""
 
     config_class = ScorePolicyConfig
+    takes_images = True
 
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__(cfg)
@@ -112,7 +114,8 @@ class ScorePolicy(ChunkPolicy):
         g = self.cfg.goal
         explicit: Goal = {k: batch[k] for k in ("task", "goal") if k in batch}
         state, goal = self.split_observation(batch["obs"], explicit or None)
-        obs = self.normalize("obs", state)
+        images: Any = batch.get("images")
+        obs = self.observation_features(state, images, self._crop_offsets(generator))
         if not g.enabled:
             return self.condition(obs, None)
         if not goal:
@@ -128,10 +131,19 @@ class ScorePolicy(ChunkPolicy):
             keep = keep if g.n_tasks > 0 else None
         return self.condition(obs, goal, keep=keep, element_keep=element_keep)
 
+    def _crop_offsets(self, generator: TrainNoise | None) -> Crop:
+        """Random crop corners from the training noise stream (a rank's share under data parallelism)."""
+
+        def offsets(shape: tuple[int, ...], high: int) -> Tensor:
+            return randint(high, shape, generator, self.device)
+
+        return offsets
+
     def compute_loss(
         self, batch: dict[str, Tensor], generator: TrainNoise | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """EDM denoising loss on raw {'obs': (B, T_o, d_o), 'action': (B, T_p, d_a)[, 'task', 'goal']}.
+        """EDM denoising loss on raw {'obs': (B, T_o, d_o), 'action': (B, T_p, d_a)[, 'task', 'goal']}
+        (image policies: and 'images' {camera: uint8 (B, T_o, H, W, 3)}).
 
         With train_copies K > 1 (level-2 minibatching), each condition is encoded once and paired with K
         independently noised copies of its action chunk: B·K denoising examples per batch.
@@ -179,7 +191,7 @@ class ScorePolicy(ChunkPolicy):
     @torch.inference_mode()
     def predict_action_chunk(
         self,
-        obs: Tensor,
+        obs: Tensor | Frames,
         *,
         goal: Goal | None = None,
         nfe: int | None = None,
@@ -187,15 +199,15 @@ class ScorePolicy(ChunkPolicy):
         guidance: float | None = None,
     ) -> Tensor:
         """Raw actions (B, T_p, d_a) on the policy's device for raw observation histories (B, T_o, d_o)
-        (moved to the policy's device if they are elsewhere).
+        (moved to the policy's device if they are elsewhere); image policies take a dict {"state": (B, T_o, d_o),
+        camera key: uint8 (B, T_o, H, W, 3)}, whose frames are encoded once per chunk.
 
         `noise` (B, T_p, d_a), if given, is the standard-normal initial noise (for noise-space RL).
         Goal-conditioned policies take `goal` and the guidance weight λ (default: the config's):
         D = D_u + λ(D_c − D_u); λ = 0 needs no goal (goal-free), λ = 1 runs only the conditional model.
         """
         cfg = self.cfg
-        self._check_obs(obs, (cfg.n_obs_steps, cfg.obs_dim))
-        obs = obs.to(self.device)
+        obs, images = self.split_input(obs, (cfg.n_obs_steps,))
         shape = (obs.shape[0], cfg.horizon, cfg.action_dim)
         if noise is None:
             noise = self.initial_noise(shape[0])
@@ -205,7 +217,7 @@ class ScorePolicy(ChunkPolicy):
         graph = self._chunk_graph(nfe)
         if graph is not None:
             return graph(obs.float(), noise.float())
-        return self._sample_chunk(obs.float(), noise, goal, nfe, guidance)
+        return self._sample_chunk(obs.float(), noise, goal, nfe, guidance, images=images)
 
     def _sample_chunk(
         self,
@@ -216,16 +228,17 @@ class ScorePolicy(ChunkPolicy):
         guidance: float | None,
         *,
         unrolled: bool = False,
+        images: Frames | None = None,
     ) -> Tensor:
         """Raw observation histories and standard-normal noise → raw action chunks (the sampler run).
 
         `unrolled` (deterministic samplers, for `torch.export`): the schedule is given to the sampler as
         floats and each denoiser call finds its level by its place in the call order, so that no Python
-        branch reads a tensor; same arithmetic otherwise.
+        branch reads a tensor; same arithmetic otherwise. `images` (image policies) are encoded here, once.
         """
         cfg = self.cfg
         state, goal = self.split_observation(obs, goal)
-        cond = self._sampling_condition(self.normalize("obs", state), goal, guidance)
+        cond = self._sampling_condition(self.observation_features(state, images), goal, guidance)
         levels = self._schedule(nfe)
         lam = cfg.goal.guidance if guidance is None else guidance
         guided = len(cond) == 2
@@ -267,6 +280,7 @@ class ScorePolicy(ChunkPolicy):
         cfg, d = self.cfg, self.cfg.diffusion
         if (
             not self._frozen
+            or self.image_encoder is not None
             or self.device.type != "cpu"
             or cfg.goal.enabled
             or cfg.denoiser == "mode"
@@ -297,6 +311,11 @@ class ScorePolicy(ChunkPolicy):
         vectors → raw action chunks, with conditioning, every sampler step, guidance and unnormalisation
         inside. Deterministic samplers only. Leaves the policy in eval mode with its caches valid."""
         d = self.cfg.diffusion
+        if self.image_encoder is not None:
+            raise ScorePolicyError(
+                "export: policies conditioned on camera frames cannot be exported to a graph yet; "
+                "serve the run with `scorepolicy serve` instead"
+            )
         if d.sampler not in DETERMINISTIC_SAMPLERS:
             raise ScorePolicyError(
                 f"--sampler {d.sampler}: draws fresh noise at every step, which a graph with one noise input "

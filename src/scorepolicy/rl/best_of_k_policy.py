@@ -11,6 +11,7 @@ the base in `base/` (verified by its sha256 on load) and only the critic in `mod
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import from_dict, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
 from scorepolicy.policies.base import ArrayT, Goal
+from scorepolicy.policies.images import Frames, state_only
 from scorepolicy.rl.best_of_k_config import BestOfKConfig
 from scorepolicy.rl.improved import ImprovedScorePolicy
 
@@ -117,7 +119,7 @@ class BestOfKPolicy(ImprovedScorePolicy):
     @torch.inference_mode()
     def predict_action_chunk(
         self,
-        obs: Tensor,
+        obs: Tensor | Frames,
         *,
         goal: Goal | None = None,
         nfe: int | None = None,
@@ -125,6 +127,7 @@ class BestOfKPolicy(ImprovedScorePolicy):
         guidance: float | None = None,
     ) -> Tensor:
         """Raw action chunks: the best of K base samples (the base's own chunk for a given `noise`)."""
+        obs = state_only(obs, "best-of-K policies")
         self._check_obs(obs, (self.cfg.n_obs_steps, self.cfg.obs_dim))
         if noise is not None or not self.fitted:
             return super().predict_action_chunk(obs, goal=goal, nfe=nfe, noise=noise, guidance=guidance)
@@ -138,7 +141,7 @@ class BestOfKPolicy(ImprovedScorePolicy):
         super().reset(seed, goal, seeds=seeds)
         self._t = 0
 
-    def select_action(self, obs: ArrayT, goal: Goal | None = None) -> ArrayT:
+    def select_action(self, obs: ArrayT | Mapping[str, ArrayT], goal: Goal | None = None) -> ArrayT:
         """One action per env (see ChunkPolicy.select_action); counts the episode's steps."""
         action = super().select_action(obs, goal)
         self._t += 1

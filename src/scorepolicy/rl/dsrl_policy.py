@@ -19,6 +19,7 @@ from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import from_dict, to_dict
 from scorepolicy.policies import PolicyConfig, ScorePolicy
 from scorepolicy.policies.base import Goal, frozen_trace
+from scorepolicy.policies.images import Frames, state_only
 from scorepolicy.rl.dsrl_config import DSRLConfig
 from scorepolicy.rl.improved import ImprovedScorePolicy
 
@@ -118,7 +119,7 @@ class DSRLPolicy(ImprovedScorePolicy):
     @torch.inference_mode()
     def predict_action_chunk(
         self,
-        obs: Tensor,
+        obs: Tensor | Frames,
         *,
         goal: Goal | None = None,
         nfe: int | None = None,
@@ -126,6 +127,7 @@ class DSRLPolicy(ImprovedScorePolicy):
         guidance: float | None = None,
     ) -> Tensor:
         """Raw action chunks: the base decodes the actor's noise (or the `noise` given)."""
+        obs = state_only(obs, "DSRL policies")
         self._check_obs(obs, (self.cfg.n_obs_steps, self.cfg.obs_dim))
         if noise is None:
             noise = self.actor_noise(obs)

@@ -116,8 +116,8 @@ class PolicyClient:
         return reply
 
     def _obs(self, obs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if isinstance(obs, dict):
-            return {k: np.asarray(v) for k, v in obs.items()}
+        if isinstance(obs, dict):  # with cameras: {"state" (or OBS_KEY): state, camera key: uint8 frames}
+            return {(OBS_KEY if k == "state" else k): np.asarray(v) for k, v in obs.items()}
         arr = np.asarray(obs)
         return {OBS_KEY: arr.astype(np.float32) if arr.dtype == np.float64 else arr}
 

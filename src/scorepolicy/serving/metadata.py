@@ -25,6 +25,7 @@ def policy_spec(policy: Any, max_batch: int) -> Spec:
         n_tasks=cfg.goal.n_tasks,
         goal_dim=cfg.goal.goal_dim,
         max_batch=max_batch,
+        image_shapes=dict(cfg.image_shapes),
     )
 
 
@@ -81,7 +82,10 @@ def build_metadata(policy: Any, run_dir: Path, config: ServeConfig, spec: Spec) 
             "sampler": sampler_of(policy),
             "nfe": denoiser_calls(policy),
         },
-        "observation": {OBS_KEY: {"shape": [spec.obs_dim], "dtype": "float32"}},
+        "observation": {
+            OBS_KEY: {"shape": [spec.obs_dim], "dtype": "float32"},
+            **{key: {"shape": list(shape), "dtype": "uint8"} for key, shape in spec.image_shapes.items()},
+        },
         "action": {"shape": [spec.action_dim], "dtype": "float32"},
         "n_obs_steps": spec.n_obs_steps,
         "horizon": spec.horizon,

@@ -3,7 +3,8 @@
 Requests (client → server), each a msgpack map with a `type` and an optional `id` echoed in the reply:
 - `auth`: `token` (only as the first message, when the token is not in an Authorization header)
 - `reset`: optional `seed` (int) and `goal` ({task: int, goal: array}) — starts a new episode
-- `select_action`: `obs` — one action for one observation (the session keeps the history and the queue)
+- `select_action`: `obs` — one action for one observation (the session keeps the history and the queue);
+  a policy with cameras takes the map {OBS_KEY: state, camera key: uint8 frames (H, W, 3)}
 - `predict_chunk`: `obs` as a history (n_obs_steps, obs_dim) and optional initial `noise` (horizon,
   action_dim) — the whole action chunk, without touching the session's history or queue
 - `ping`
@@ -14,7 +15,7 @@ error reply is `{type: "error", field, message}`; it never holds a traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,8 @@ class Spec:
     """Size of a goal vector (0: none)."""
     max_batch: int = 64
     """Most observations in one request."""
+    image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """Camera key -> (height, width, 3) of the uint8 frames each observation carries (empty: none)."""
 
 
 @dataclass
@@ -63,8 +66,9 @@ class Request:
 
     type: str
     """One of FIELDS."""
-    obs: np.ndarray | None = None
-    """Observations, float32: (obs_dim,) or (B, obs_dim); histories for predict_chunk."""
+    obs: np.ndarray | dict[str, np.ndarray] | None = None
+    """Observations, float32: (obs_dim,) or (B, obs_dim); histories for predict_chunk. With cameras: a dict
+    {"state": those, camera key: uint8 frames (..., H, W, 3)} (what `ChunkPolicy.select_action` takes)."""
     noise: np.ndarray | None = None
     """Initial noise of predict_chunk, float32 (horizon, action_dim) or (B, horizon, action_dim)."""
     seed: int | None = None
@@ -111,7 +115,8 @@ def parse_request(msg: dict[str, Any], spec: Spec) -> Request:
     elif kind == "predict_chunk":
         req.obs = check_obs(msg.get("obs"), spec, (spec.n_obs_steps, spec.obs_dim))
         if msg.get("noise") is not None:
-            batch = req.obs.shape[0] if req.obs.ndim == 3 else None
+            state = req.obs["state"] if isinstance(req.obs, dict) else req.obs
+            batch = state.shape[0] if state.ndim == 3 else None
             req.noise = check_noise(msg["noise"], spec, batch)
     return req
 
@@ -144,8 +149,11 @@ def check_goal(value: Any, spec: Spec) -> dict[str, Any] | None:
     return goal
 
 
-def check_obs(value: Any, spec: Spec, tail: tuple[int, ...]) -> np.ndarray:
-    """Observations as float32 of shape `tail` or (B, *tail) from an array or {OBS_KEY: array}."""
+def check_obs(value: Any, spec: Spec, tail: tuple[int, ...]) -> np.ndarray | dict[str, np.ndarray]:
+    """Observations as float32 of shape `tail` or (B, *tail) from an array or {OBS_KEY: array}; with
+    cameras, see `check_camera_obs`."""
+    if spec.image_shapes:
+        return check_camera_obs(value, spec, tail)
     name = "obs"
     if isinstance(value, dict):
         for key in value:
@@ -181,4 +189,32 @@ def numeric(value: Any, name: str, tail: tuple[int, ...], max_batch: int = 0) ->
         out = value.astype(np.float32)
     if not np.isfinite(out).all():
         raise WireError(name, "contains NaN or inf (or values beyond float32); check the sensor")
+    return out
+
+
+def check_camera_obs(value: Any, spec: Spec, tail: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """{"state": float32 (B?, *tail), camera: uint8 (B?, *tail[:-1], H, W, 3)} from the map {OBS_KEY: array,
+    camera key: uint8 array}: every camera of the spec, no other key, frames of the spec's shape."""
+    keys = [OBS_KEY, *sorted(spec.image_shapes)]
+    if not isinstance(value, dict):
+        raise WireError("obs", f"this policy takes camera frames: send a map with keys {', '.join(keys)}")
+    for key in value:
+        if key not in keys:
+            raise WireError(
+                f"obs.{key[:60]}", f"unknown observation key; this policy takes {', '.join(keys)}"
+            )
+    for key in keys:
+        if key not in value:
+            raise WireError(f"obs.{key}", "missing")
+    state = numeric(value[OBS_KEY], f"obs.{OBS_KEY}", tail, spec.max_batch)
+    lead = state.shape[: state.ndim - 1]
+    out = {"state": state}
+    for key in keys[1:]:
+        frames, expected = value[key], (*lead, *spec.image_shapes[key])
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or tuple(frames.shape) != expected:
+            got = (
+                f"{frames.dtype.name} {tuple(frames.shape)}" if isinstance(frames, np.ndarray) else "no array"
+            )
+            raise WireError(f"obs.{key}", f"expected uint8 frames of shape {expected}, got {got}")
+        out[key] = frames
     return out

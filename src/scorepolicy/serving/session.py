@@ -95,10 +95,15 @@ class Session:
             return {"type": "action", "action": np.asarray(action, dtype=np.float32)}
         return {"type": "chunk", "actions": self._chunk(req.obs, req.noise)}
 
-    def _chunk(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-        """The whole action chunk for one observation history (or a batch of them)."""
-        single = obs.ndim == 2
-        history = torch.from_numpy(obs[None] if single else obs)
+    def _chunk(self, obs: np.ndarray | dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
+        """The whole action chunk for one observation history (or a batch of them; with cameras, a dict
+        {"state", camera keys} of histories)."""
+        single = (obs["state"] if isinstance(obs, dict) else obs).ndim == 2
+        history: Any
+        if isinstance(obs, dict):
+            history = {k: torch.from_numpy(v[None] if single else v) for k, v in obs.items()}
+        else:
+            history = torch.from_numpy(obs[None] if single else obs)
         kwargs: dict[str, Any] = {}
         if self.goal is not None:
             kwargs["goal"] = self.goal

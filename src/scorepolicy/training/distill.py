@@ -181,7 +181,7 @@ def _lr_factor(step: int, cfg: DistillConfig) -> float:
 
 
 def check_teacher(teacher: Any) -> None:
-    """Only unconditional (no goal) score policies can be distilled here."""
+    """Only unconditional (no goal), state-only score policies can be distilled here."""
     if not isinstance(teacher, ScorePolicy):
         raise ScorePolicyError(
             f"distill: the teacher is a '{getattr(teacher, 'kind', type(teacher).__name__)}' policy; "
@@ -191,6 +191,8 @@ def check_teacher(teacher: Any) -> None:
         raise ScorePolicyError(
             "distill: goal-conditioned teachers are not supported yet; distil a policy without goals"
         )
+    if teacher.cfg.image_shapes:
+        raise ScorePolicyError("distill: teachers that take camera frames are not supported yet")
 
 
 def distill(

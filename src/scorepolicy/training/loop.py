@@ -82,11 +82,18 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         ema_buffers[name].copy_(buffer)
 
 
-def to_torch(batch: dict[str, np.ndarray], device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Numpy batch → torch tensors (no copy on the CPU; copied onto `device` otherwise)."""
-    if device is None or device.type == "cpu":
-        return {k: torch.from_numpy(v) for k, v in batch.items()}
-    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+def to_torch(batch: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
+    """Numpy batch → torch tensors, nested dicts (camera frames) too (no copy on the CPU; copied onto
+    `device` otherwise)."""
+    out: dict[str, Any] = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = to_torch(v, device)
+        elif device is None or device.type == "cpu":
+            out[k] = torch.from_numpy(v)
+        else:
+            out[k] = torch.from_numpy(v).to(device, non_blocking=True)
+    return out
 
 
 def make_optimizer(policy: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
