@@ -116,7 +116,7 @@ def speed_rows(args: Args) -> list[dict[str, Any]]:
         policy = image_policy(encoder).eval().optimize_for_inference()
         lat = api.measure_latency(policy, batch=1, threads=1, repeats=args.repeats)
         row.update(latency_ms=round(lat["ms_per_chunk"], 2), latency_p90_ms=round(lat["ms_p90"], 2))
-        row.update(nfe=lat["nfe"], path=lat.get("inference_path"))
+        row.update(nfe=lat["nfe"], path=lat["path"])
         rows.append(row)
         print(row, flush=True)
     return rows

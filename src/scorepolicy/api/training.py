@@ -35,6 +35,7 @@ _PUSHT_RECIPE: dict[str, Any] = {
 RECIPES: dict[str, dict[str, Any]] = {
     "pusht": dict(_PUSHT_RECIPE),
     "pusht-keypoints": dict(_PUSHT_RECIPE),
+    "pusht-image": {**_PUSHT_RECIPE, "train.batch_size": 64},
     "obstacles": {},
     "target-image": {"policy.vision.crop": 28, "train.steps": 1_500, "train.batch_size": 64},
     "metaworld-mt10": {
