@@ -17,7 +17,7 @@ from scorepolicy.policies import ChunkPolicy, ScorePolicy
 from scorepolicy.rl import best_of_k
 from scorepolicy.rl.best_of_k import discounted_returns, train_best_of_k
 from scorepolicy.rl.best_of_k_config import BestOfKConfig
-from scorepolicy.rl.best_of_k_policy import BestOfKPolicy
+from scorepolicy.rl.best_of_k_policy import BestOfKPolicy, QEnsemble
 from scorepolicy.rl.common import RLContext
 from scorepolicy.rl.curves import Curve, CurveConfig
 
@@ -142,3 +142,18 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
         assert (tmp_path / d / "rl_state" / "iter1_returns.npy").is_file()
     ra, rb = (np.load(tmp_path / d / "rl_state" / "iter1_returns.npy") for d in "ab")
     assert np.array_equal(ra, rb)
+
+
+def test_fused_critic_equals_the_member_loop() -> None:
+    critic = QEnsemble(7, 4, 32, 3)
+    x = torch.randn(9, 7)
+    with torch.no_grad():
+        loop = critic(x)
+    with torch.inference_mode():
+        fused = critic(x)
+    assert fused.shape == (9, 4) and torch.allclose(fused, loop, atol=1e-5)
+    with torch.no_grad():
+        critic.members[2][0].weight.add_(1.0)  # a changed weight rebuilds the stacked copy
+        loop = critic(x)
+    with torch.inference_mode():
+        assert torch.allclose(critic(x), loop, atol=1e-5)
