@@ -28,6 +28,7 @@ import tyro
 from scorepolicy import api
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation import EvalConfig
+from scorepolicy.evaluation.evaluate import evaluate
 from scorepolicy.evaluation.stats import barnard_pvalue
 from scorepolicy.files import atomic_write_json, read_json
 from scorepolicy.provenance import provenance
@@ -90,6 +91,9 @@ class Args:
     """Improve first (False: test the improved runs already in --work, with their curve.csv)."""
     name: str = "improve"
     """Stem of the result files in benchmarks/results."""
+    k_sweep: tuple[int, ...] = ()
+    """Also test every best-of-K run with these numbers of candidates K (its critic unchanged): success and
+    latency per K, the trade-off between the two."""
     extra: tuple[str, ...] = ()
     """Further improved runs to test beside the methods, as NAME=RUN_DIR (not trained here; e.g. a
     best-of-K run resumed with `--best-of-k.acting actor`)."""
@@ -180,6 +184,31 @@ def test_policy(args: Args, run: Path) -> dict[str, Any]:
     }
 
 
+def with_candidates(run: Path, k: int, nfe: int) -> Any:
+    """A best-of-K run's policy with K candidates per decision instead of its own."""
+    policy = api.load_policy(run, nfe=nfe)
+    policy.bok = dataclasses.replace(policy.bok, candidates=k)
+    return policy
+
+
+def k_sweep(args: Args, tests: dict[str, Any], runs: dict[str, Path]) -> dict[str, Path]:
+    """Test each best-of-K run at every K of --k-sweep on the test episodes (rows NAME@K in `tests`);
+    returns the variants' runs for the latency timing (NAME@K -> run)."""
+    variants: dict[str, Path] = {}
+    for name, run in runs.items():
+        if name == "base" or read_json(run / "config.json").get("kind") != "best-of-k":
+            continue
+        for k in args.k_sweep:
+            task = get_task(api.run_task_name(run))
+            cfg = EvalConfig(episodes=args.test_episodes, seed=args.test_seed, n_envs=50, progress=False)
+            result = evaluate(with_candidates(run, k, args.nfe), task, cfg)
+            row = {key: result[key] for key in REPORT_KEYS if key in result}
+            row["successes"] = sum(int(e.get("success", 0)) for e in result["episodes"])
+            tests[f"{name}@{k}"] = {**row, "n_episodes": result["n_episodes"], "candidates": k}
+            variants[f"{name}@{k}"] = run
+    return variants
+
+
 def chunk_latencies(runs: dict[str, Path], nfe: int, repeats: int = 200) -> dict[str, tuple[float, int]]:
     """(median ms per chunk, actions per chunk) of each run at batch 1 on one thread: the n_action_steps
     `select_action` calls
@@ -187,7 +216,12 @@ def chunk_latencies(runs: dict[str, Path], nfe: int, repeats: int = 200) -> dict
     real first observation of the task. The policies are timed in turns (one chunk each per round), so
     that a changing machine load affects them alike."""
     torch.set_num_threads(1)
-    policies = {name: api.load_policy(run, nfe=nfe) for name, run in runs.items()}
+    policies = {
+        name: with_candidates(run, int(name.rsplit("@", 1)[1]), nfe)
+        if "@" in name
+        else api.load_policy(run, nfe=nfe)
+        for name, run in runs.items()
+    }
     obs, _ = get_task(api.run_task_name(next(iter(runs.values())))).make_env(None).reset(seed=0)
     obs = np.asarray(obs, dtype=np.float32)[None]
     times: dict[str, list[float]] = {name: [] for name in policies}
@@ -219,6 +253,7 @@ def main(args: Args) -> dict[str, Any]:
         if "run" in info:
             tests[method] = test_policy(args, Path(info["run"]))
     runs = {"base": args.base, **{m: Path(info["run"]) for m, info in methods.items() if "run" in info}}
+    runs.update(k_sweep(args, tests, runs))
     for name, (ms, n_actions) in chunk_latencies(runs, args.nfe).items():
         tests[name]["latency_ms"] = ms
         tests[name]["latency_ms_per_action"] = ms / n_actions  # chunks of different lengths compared fairly
