@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from scorepolicy.api import load_policy
+from scorepolicy.api.guard import BenchConfig, analyse_saved, run_bench
 from scorepolicy.cli import main
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation.rollout import RolloutOptions
+from scorepolicy.guard import Monitor
 from scorepolicy.guard.calibrate import GuardSettings, fit_monitor, record_rollouts
 from scorepolicy.guard.scores import RNDConfig
 
@@ -97,3 +99,31 @@ def test_guard_bench_reports_every_condition_and_rule(obstacle_run: Path, tmp_pa
     assert result["overhead"]["n_samples"] == 3 and result["overhead"]["guarded_cpu_ms"] > 0
     assert result["provenance"]["versions"]["scorepolicy"]
     assert ("plot" in result) == png.is_file()
+
+
+def test_saved_bench_reanalyses_to_the_same_result(obstacle_run: Path, tmp_path: Path) -> None:
+    """`run_bench(save=DIR)` keeps the monitor and the per-decision scores; `analyse_saved` on them gives the
+    same metrics as the rollouts did, and another threshold style needs no new rollouts."""
+    _monitor(obstacle_run, tmp_path / "guard")
+    cfg = BenchConfig(
+        run=obstacle_run,
+        monitor=tmp_path / "guard",
+        conditions="nominal,block-shift",
+        episodes=4,
+        n_envs=4,
+        overhead_repeats=3,
+        save=tmp_path / "saved",
+    )
+    result = run_bench(cfg)
+    again = analyse_saved(tmp_path / "saved", cfg)
+
+    def comparable(r: dict[str, object]) -> object:
+        return json.loads(
+            json.dumps({k: v for k, v in r.items() if k not in ("overhead", "seconds", "provenance")})
+        )
+
+    assert comparable(again) == comparable(result)
+    monitor = Monitor.load(tmp_path / "saved" / "monitor").recalibrated(style="normalized")
+    other = analyse_saved(tmp_path / "saved", cfg, monitor)
+    assert other["monitor"]["style"] == "normalized"
+    assert set(other["conditions"]) == {"nominal", "block-shift"}

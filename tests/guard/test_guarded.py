@@ -29,7 +29,7 @@ def test_guarding_never_changes_the_episodes(sampler: str) -> None:
     assert all(set(r) >= GUARD_KEYS for r in guarded)
 
 
-@pytest.mark.parametrize("style", ["episode", "step"])
+@pytest.mark.parametrize("style", ["episode", "step", "normalized"])
 def test_online_alarms_equal_the_monitor_offline(style: str) -> None:
     """The first alarm recorded during the rollout is the one `Monitor.first_alarm` finds on the episode's
     recorded scores; records do not depend on how many envs run together."""

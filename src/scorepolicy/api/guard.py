@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from scorepolicy.api.runs import load_policy, run_task_name
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation.rollout import RolloutOptions
 from scorepolicy.evaluation.stats import wilson_interval
+from scorepolicy.files import atomic_write_json, read_json
 from scorepolicy.guard import GuardSettings, Monitor, calibrate
 from scorepolicy.guard.calibrate import CALIBRATION_SEED
+from scorepolicy.guard.monitor import Style
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.provenance import provenance
 
@@ -61,10 +65,14 @@ class BenchConfig:
     """First test seed (default: the task's)."""
     nfe: int | None = None
     """Denoiser evaluations per chunk (default: the run's)."""
+    sampler: str | None = None
+    """Sampler (default: the run's)."""
     n_envs: int = 50
     """Environments stepped together."""
     positions: Literal["action", "cumsum"] = "action"
     """How the entropy reads positions from actions when calibrating here."""
+    style: Style = "episode"
+    """Threshold style when calibrating here (see `guard.monitor`)."""
     plot: Path | None = None
     """PNG of both scores over time for a failing and a succeeding episode."""
     deltas: tuple[float, ...] = (0.05, 0.1)
@@ -73,6 +81,9 @@ class BenchConfig:
     """Windows of the sweep (reported beside the headline, never chosen on the test episodes)."""
     overhead_repeats: int = 300
     """Timed decisions for the overhead."""
+    save: Path | None = None
+    """Directory to keep the monitor (monitor/) and every episode's per-decision scores (records.json), so
+    that `analyse_saved` can re-measure other thresholds, rules or δ without new rollouts."""
 
 
 def bench_monitor(cfg: BenchConfig, policy: ChunkPolicy, task_name: str) -> Monitor:
@@ -82,7 +93,7 @@ def bench_monitor(cfg: BenchConfig, policy: ChunkPolicy, task_name: str) -> Moni
         monitor.check_policy(policy, str(cfg.monitor))
         return monitor
     options = RolloutOptions(n_envs=cfg.n_envs, progress=False)
-    settings = GuardSettings(positions=cfg.positions)
+    settings = GuardSettings(positions=cfg.positions, style=cfg.style)
     return calibrate(
         policy, get_task(task_name), cfg.calibration_episodes, cfg.delta, settings=settings, options=options
     )
@@ -93,7 +104,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from scorepolicy.guard import bench
 
     t0, c0 = time.perf_counter(), time.process_time()
-    policy = load_policy(cfg.run, cfg.nfe)
+    policy = load_policy(cfg.run, cfg.nfe, cfg.sampler)
     task_name = run_task_name(cfg.run)
     conditions = [c.strip() for c in cfg.conditions.split(",") if c.strip()]
     tasks = {c: get_task(task_name, c) for c in conditions}  # bad names fail before any rollout
@@ -103,32 +114,58 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     seeds = range(first, first + cfg.episodes)
     options = RolloutOptions(n_envs=cfg.n_envs, progress=False)
     records = {c: bench.guarded_records(policy, monitor, tasks[c], seeds, options) for c in conditions}
+    conds = {c: tasks[c].condition.as_dict() for c in conditions}
+    if cfg.save is not None:
+        monitor.save(cfg.save / "monitor")
+        saved = {"run": str(cfg.run), "task": task_name, "conditions": conds, "records": records}
+        atomic_write_json(cfg.save / "records.json", saved)
+    result = analyse(monitor, records, conds, cfg, task_name)
+    result["overhead"] = bench.decision_overhead(policy, monitor, cfg.overhead_repeats)
+    result["seconds"] = {
+        "calibration": t_cal,
+        "total": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0,
+    }
+    return result
+
+
+def analyse(
+    monitor: Monitor,
+    records: dict[str, list[dict[str, Any]]],
+    conditions: dict[str, dict[str, Any]],
+    cfg: BenchConfig,
+    task_name: str,
+) -> dict[str, Any]:
+    """Everything but the overhead from guarded records (with `guard_scores`) per condition: per condition
+    and rule the detection metrics, pooled, false alarms on fresh nominal successes per δ, the window sweep,
+    and the plot."""
+    from scorepolicy.guard import bench
+
     pooled = [r for rs in records.values() for r in rs]
     per_condition = {}
     for c, rs in records.items():
         s = sum(float(r["success"]) > 0.5 for r in rs)
         per_condition[c] = {
-            "condition": tasks[c].condition.as_dict(),
+            "condition": conditions[c],
             "n_episodes": len(rs),
             "success_rate": s / len(rs),
             "success_ci": list(wilson_interval(s, len(rs))),
             "rules": bench.rule_metrics(monitor, rs),
         }
     fresh = [r for r in records.get("nominal", []) if float(r["success"]) > 0.5]
+    seeds = sorted(int(r["seed"]) for r in pooled)
     result: dict[str, Any] = {
         "run": str(cfg.run),
         "task": task_name,
-        "test_seeds": [first, first + cfg.episodes - 1],
+        "test_seeds": [seeds[0], seeds[-1]] if seeds else [],
         "monitor": {k: v for k, v in monitor.settings.items() if k != "rnd"}
         | {"rnd": monitor.settings["rnd"]},
-        "thresholds": {k: v.tolist() for k, v in monitor.thresholds.items()},
+        "thresholds": {k: np.round(v, 6).tolist() for k, v in monitor.thresholds.items()},
         "calibration": {k: v for k, v in monitor.info.items() if k not in ("provenance", "rnd_loss")},
         "conditions": per_condition,
         "pooled": bench.rule_metrics(monitor, pooled),
         "false_alarms_on_fresh_successes": bench.false_alarms(monitor, fresh, cfg.deltas),
         "window_sweep": bench.window_sweep(monitor, pooled, cfg.windows),
-        "overhead": bench.decision_overhead(policy, monitor, cfg.overhead_repeats),
-        "seconds": {"calibration": t_cal, "total": time.perf_counter() - t0, "cpu": time.process_time() - c0},
         "provenance": provenance(task_name),
     }
     if cfg.plot is not None:
@@ -137,6 +174,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             bench.plot_scores(monitor, picked[0], picked[1], cfg.plot)
             result["plot"] = {"path": str(cfg.plot), "failure": _ref(picked[0]), "success": _ref(picked[1])}
     return result
+
+
+def analyse_saved(directory: Path, cfg: BenchConfig, monitor: Monitor | None = None) -> dict[str, Any]:
+    """`analyse` on what `run_bench(save=DIR)` kept (DIR/monitor, DIR/records.json); `monitor` (e.g. the
+    saved one recalibrated to another style) replaces the saved one."""
+    saved: Any = read_json(directory / "records.json")
+    monitor = monitor or Monitor.load(directory / "monitor")
+    return analyse(monitor, saved["records"], saved["conditions"], cfg, saved["task"])
 
 
 def _ref(record: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +225,9 @@ def format_bench(result: dict[str, Any]) -> str:
             "–" if row[k] is None else f"{row[k]:.2f}" for k in ("tpr", "tnr", "accuracy", "twa")
         )
         lines.append(f"  w = {row['window']}, {row['style']}: {vals}")
-    o = result["overhead"]
+    o = result.get("overhead")
+    if o is None:
+        return "\n".join(lines)
     lines.append(
         f"overhead per decision (B = {o['n_samples']}, NFE {o['nfe']}, batch 1, CPU time): {o['overhead_ms']:.2f} ms "
         f"(policy {o['policy_cpu_ms']:.2f} ms, guarded {o['guarded_cpu_ms']:.2f} ms; wall {o['overhead_wall_ms']:.2f} ms)"

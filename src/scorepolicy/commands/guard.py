@@ -36,8 +36,9 @@ class GuardCalibrate:
     """B: chunks sampled per decision for the entropy score."""
     window: int = 8
     """Decisions summed in each windowed score (a decision = one chunk, n_action_steps env steps)."""
-    style: Literal["episode", "step"] = "episode"
-    """'episode': one threshold per score (the ≤ δ guarantee); 'step': per decision index (not guaranteed)."""
+    style: Literal["episode", "step", "normalized"] = "episode"
+    """'episode': one threshold per score (the ≤ δ guarantee); 'step': per decision index (not guaranteed);
+    'normalized': per decision index with the ≤ δ guarantee (shape from the RND-fitting episodes)."""
     rule: Literal["and", "rnd", "ace"] = "and"
     """'and': alarm when both scores exceed (FIPER); 'rnd' / 'ace': one score alone."""
     positions: Literal["action", "cumsum"] = "action"

@@ -23,10 +23,11 @@ from scorepolicy.evaluation.stats import wilson_interval
 from scorepolicy.evaluation.waves import run_rollouts
 from scorepolicy.guard.guarded import GuardedPolicy
 from scorepolicy.guard.metrics import detection_metrics
-from scorepolicy.guard.monitor import Monitor, Rule, windowed
+from scorepolicy.guard.monitor import Monitor, Rule, Style, windowed
 from scorepolicy.policies import ChunkPolicy
 
 RULES: tuple[Rule, ...] = ("and", "rnd", "ace")
+STYLES: tuple[Style, ...] = ("episode", "normalized", "step")
 RULE_NAMES = {"and": "FIPER (RND and ACE)", "rnd": "RND alone", "ace": "ACE alone"}
 
 
@@ -92,7 +93,7 @@ def window_sweep(
     """FIPER's accuracy and TWA for other windows (thresholds recalibrated on the calibration traces)."""
     rows = []
     for w in windows:
-        for style in ("episode", "step"):
+        for style in STYLES:
             m = detection_metrics(with_alarms(monitor.recalibrated(window=w, style=style), records))
             rows.append({"window": w, "style": style, **{k: m[k] for k in ("tpr", "tnr", "accuracy", "twa")}})
     return rows

@@ -43,7 +43,8 @@ class GuardSettings:
     and entropy 0.69 → 0.73 from w = 4 to 8), never on the benchmark's test seeds."""
     style: Style = "episode"
     """'episode': one threshold per score, P(false alarm in a success) ≤ δ guaranteed; 'step': a threshold
-    per decision index (tighter, not guaranteed)."""
+    per decision index (tighter, not guaranteed); 'normalized': a threshold per decision index shaped by
+    the RND-fitting episodes and scaled on the others, ≤ δ guaranteed for the rule's alarm itself."""
     rule: Rule = "and"
     """'and': alarm when both scores exceed (FIPER); 'rnd' or 'ace': that score alone."""
     positions: PositionMode = "action"
@@ -149,6 +150,8 @@ def fit_monitor(
     novelty = Novelty(policy, rnd)
     per_episode = [raw_scores(novelty, cell, t) for t in held]
     traces = {name: [e[name] for e in per_episode] for name in SCORES}
+    in_fit = [raw_scores(novelty, cell, t) for t in fit]
+    fit_traces = {name: [e[name] for e in in_fit] for name in SCORES}
     d = policy.cfg.diffusion
     meta: dict[str, Any] = {
         "n_samples": settings.n_samples,
@@ -167,5 +170,5 @@ def fit_monitor(
         "rnd": dataclasses.asdict(settings.rnd),
     }
     info = {"n_fit": len(fit), "n_threshold": len(held), "rnd_loss": losses}
-    monitor = Monitor(rnd, cell, {}, meta, traces, info)
+    monitor = Monitor(rnd, cell, {}, meta, traces, fit_traces, info)
     return monitor.recalibrated()

@@ -147,13 +147,15 @@ class GuardedPolicy(_ChunkLoop):
         self.monitor = monitor
         self.novelty = Novelty(policy, monitor.rnd)
         self.keep_scores = keep_scores
-        self._rnd: list[list[float]] = []
-        self._ace: list[list[float]] = []
+        self._raw: dict[str, list[np.ndarray]] = {k: [] for k in SCORES}
+        self._cum: dict[str, deque[np.ndarray]] = {}
         self._first: list[int | None] = []
         self._last: Alarm | None = None
 
     def _start_rows(self) -> None:
-        self._rnd, self._ace, self._first, self._last = [], [], [], None
+        self._raw = {k: [] for k in SCORES}
+        self._cum = {k: deque(maxlen=self.monitor.window + 1) for k in SCORES}
+        self._first, self._last = [], None
 
     def select_action(self, obs: ArrayT) -> tuple[ArrayT, Alarm]:  # type: ignore[override]
         """(action, alarm) for observations (B, d_o) or (d_o,)."""
@@ -170,21 +172,26 @@ class GuardedPolicy(_ChunkLoop):
         return action, alarm
 
     def _decide(self, history: Tensor, positions: Tensor) -> None:
+        """Score one decision for all rows at once. The windowed score is the difference of running sums,
+        the same float64 arithmetic as `Monitor.alarms` offline (`windowed`: cumsum, then c[t] − c[t−w])."""
         n = history.shape[0]
-        if not self._rnd:
-            self._rnd, self._ace, self._first = [[] for _ in range(n)], [[] for _ in range(n)], [None] * n
-        rnd = self.novelty(history).numpy()
-        ace = chunk_entropy(positions, self.monitor.cell).numpy()
-        t = len(self._rnd[0])
+        if not self._first:
+            self._first = [None] * n
+        raw = {
+            "rnd": self.novelty(history).numpy(),
+            "ace": chunk_entropy(positions, self.monitor.cell).numpy(),
+        }
         w, rule = self.monitor.window, self.monitor.settings.get("rule", "and")
-        scores = {k: np.zeros(n) for k in SCORES}
-        for i in range(n):
-            self._rnd[i].append(float(rnd[i]))
-            self._ace[i].append(float(ace[i]))
-            scores["rnd"][i] = windowed(np.asarray(self._rnd[i]), w)[-1]  # as `Monitor.alarms` offline
-            scores["ace"][i] = windowed(np.asarray(self._ace[i]), w)[-1]
-        th = {k: np.full(n, self.monitor.threshold(k, t)) for k in SCORES}
-        over = {k: scores[k] > th[k] for k in SCORES}
+        t = len(self._raw["rnd"])
+        scores, th, over = {}, {}, {}
+        for k in SCORES:
+            cum = self._cum[k]
+            total = cum[-1] + raw[k] if cum else raw[k].astype(np.float64)
+            cum.append(total)
+            self._raw[k].append(raw[k])
+            scores[k] = total - cum[0] if t >= w else total.copy()
+            th[k] = np.full(n, self.monitor.threshold(k, t))
+            over[k] = scores[k] > th[k]
         raised = over["rnd"] & over["ace"] if rule == "and" else over[rule]
         for j in np.flatnonzero(raised):
             if self._first[j] is None:
@@ -197,16 +204,13 @@ class GuardedPolicy(_ChunkLoop):
 
     def episode_extras(self, row: int) -> dict[str, Any]:
         """The guard's fields for the record of batch row `row`'s episode (called when it ends)."""
-        if not self._rnd:
+        if not self._first:
             return {"alarm": False, "first_alarm_step": None}
         first = self._first[row]
         out: dict[str, Any] = {"alarm": first is not None, "first_alarm_step": first}
         if self.keep_scores:
-            out["guard_scores"] = {
-                "rnd": list(self._rnd[row]),
-                "ace": list(self._ace[row]),
-                "steps": list(self.decision_steps[: len(self._rnd[row])]),
-            }
+            out["guard_scores"] = {k: [float(v[row]) for v in self._raw[k]] for k in SCORES}
+            out["guard_scores"]["steps"] = list(self.decision_steps[: len(self._raw["rnd"])])
         return out
 
 

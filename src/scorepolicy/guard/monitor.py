@@ -8,6 +8,11 @@ probability ≤ δ:
   of the n episodes' maxima over time; P(any alarm of that score in a new success) ≤ δ (guaranteed).
 - `style="step"` (FIPER's time-varying `tvt_quantile`): the same quantile per decision index over the
   episodes (an episode that ended is carried at its last value); tighter, not covered by the guarantee.
+- `style="normalized"`: time-varying and guaranteed. Each score's per-decision shape a(t) is the mean
+  windowed score at decision t over the RND-fitting episodes (independent of the threshold episodes); the
+  threshold is γ·a(t), with γ the conformal quantile of the threshold episodes' max_t S(t)/a(t). Under
+  `rule="and"` γ is calibrated jointly on max_t min(S_rnd/a_rnd, S_ace/a_ace) (the episode's AND score),
+  so the AND alarm itself, not each score, has false-alarm rate ≤ δ.
 The alarm fires at the first decision where both windowed scores exceed their thresholds (`rule="and"`,
 FIPER's Eq. 7; since it needs each score's alarm, it keeps the ≤ δ bound); `"rnd"` or `"ace"` use one
 score alone (the single-score baselines).
@@ -34,7 +39,7 @@ from scorepolicy.policies import ChunkPolicy
 FORMAT = "scorepolicy/guard-monitor"
 FORMAT_VERSION = 1
 SCORES = ("rnd", "ace")
-Style = Literal["episode", "step"]
+Style = Literal["episode", "step", "normalized"]
 Rule = Literal["and", "rnd", "ace"]
 
 
@@ -90,6 +95,48 @@ def thresholds_for(
     return np.array([conformal_threshold(padded[:, t], delta, what) for t in range(padded.shape[1])])
 
 
+SCALE_FLOOR = 0.1
+"""A normalized-style shape a(t) is at least this share of its maximum (no division by a near-zero mean)."""
+
+
+def step_scale(fit_traces: list[np.ndarray], window: int) -> np.ndarray:
+    """Per-decision shape a(t) (T,) of one score: the mean windowed score at decision t over `fit_traces`
+    (ended episodes carried at their last value), floored at SCALE_FLOOR × its maximum."""
+    sums = [windowed(t, window) for t in fit_traces if len(t)]
+    if not sums:
+        raise ScorePolicyError(
+            "guard calibration: the normalized style needs the RND-fitting episodes' scores; recalibrate"
+        )
+    mean = pad_last(sums, max(len(s) for s in sums)).mean(axis=0)
+    top = float(mean.max())
+    return np.maximum(mean, SCALE_FLOOR * top) if top > 0 else np.ones_like(mean)
+
+
+def normalized(trace: np.ndarray, window: int, scale: np.ndarray) -> np.ndarray:
+    """Windowed scores of one episode divided by the shape a(t) (extended with its last value)."""
+    s = windowed(trace, window)
+    return s / scale[np.minimum(np.arange(len(s)), len(scale) - 1)]
+
+
+def normalized_thresholds(
+    held: dict[str, list[np.ndarray]],
+    fit: dict[str, list[np.ndarray]],
+    delta: float,
+    window: int,
+    rule: str,
+) -> dict[str, np.ndarray]:
+    """Thresholds γ·a(t) per score (style 'normalized'): shapes from `fit`, the scale γ conformal over the
+    `held` episodes' maximum normalized score; under rule 'and' one γ for the episodes' maximum over time of
+    the smaller normalized score (the AND alarm's own statistic)."""
+    scale = {n: step_scale(fit[n], window) for n in SCORES}
+    norm = {n: [normalized(t, window, scale[n]) for t in held[n]] for n in SCORES}
+    gamma = {n: conformal_threshold(np.array([x.max() for x in norm[n]]), delta, n) for n in SCORES}
+    if rule == "and":
+        joint = [float(np.minimum(a, b).max()) for a, b in zip(norm["rnd"], norm["ace"], strict=True)]
+        gamma = dict.fromkeys(SCORES, conformal_threshold(np.array(joint), delta, "rnd and ace"))
+    return {n: gamma[n] * scale[n] for n in SCORES}
+
+
 @dataclass
 class Monitor:
     """A calibrated FIPER monitor for one policy: RND weights, grid cell, thresholds, settings, provenance."""
@@ -104,6 +151,8 @@ class Monitor:
     """n_samples, window, delta, style, rule, positions, n_executed, nfe, sampler, model_sha256, rnd config."""
     calibration_traces: dict[str, list[np.ndarray]] = field(default_factory=dict)
     """The threshold episodes' raw per-decision scores (to re-threshold for another δ or window)."""
+    fit_traces: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    """The RND-fitting episodes' raw per-decision scores (the shapes of the normalized style)."""
     info: dict[str, Any] = field(default_factory=dict)
     """Calibration summary (episodes, successes, seeds, provenance)."""
 
@@ -145,10 +194,15 @@ class Monitor:
                 if v is not None
             }
         )
-        th = {
-            name: thresholds_for(self.calibration_traces[name], s["delta"], s["window"], s["style"], name)
-            for name in SCORES
-        }
+        if s["style"] == "normalized":
+            th = normalized_thresholds(
+                self.calibration_traces, self.fit_traces, s["delta"], s["window"], s.get("rule", "and")
+            )
+        else:
+            th = {
+                name: thresholds_for(self.calibration_traces[name], s["delta"], s["window"], s["style"], name)
+                for name in SCORES
+            }
         return dataclasses.replace(self, thresholds=th, settings=s)
 
     def alarms(self, rnd: np.ndarray, ace: np.ndarray) -> np.ndarray:
@@ -192,6 +246,8 @@ class Monitor:
             tensors[f"thresholds.{name}"] = torch.as_tensor(self.thresholds[name], dtype=torch.float64)
             for i, t in enumerate(self.calibration_traces.get(name, [])):
                 tensors[f"traces.{name}.{i}"] = torch.as_tensor(np.asarray(t), dtype=torch.float64)
+            for i, t in enumerate(self.fit_traces.get(name, [])):
+                tensors[f"fit_traces.{name}.{i}"] = torch.as_tensor(np.asarray(t), dtype=torch.float64)
         atomic_save_tensors(directory / "monitor.safetensors", tensors)
         meta = {
             "format": FORMAT,
@@ -199,6 +255,7 @@ class Monitor:
             "settings": self.settings,
             "info": self.info,
             "n_calibration_traces": len(self.calibration_traces.get("rnd", [])),
+            "n_fit_traces": len(self.fit_traces.get("rnd", [])),
         }
         atomic_write_json(directory / "monitor.json", meta)
 
@@ -223,9 +280,11 @@ class Monitor:
             thresholds = {n: tensors[f"thresholds.{n}"].numpy() for n in SCORES}
             n = int(meta.get("n_calibration_traces", 0))
             traces = {name: [tensors[f"traces.{name}.{i}"].numpy() for i in range(n)] for name in SCORES}
+            n = int(meta.get("n_fit_traces", 0))
+            fit = {name: [tensors[f"fit_traces.{name}.{i}"].numpy() for i in range(n)] for name in SCORES}
             cell = tensors["cell"]
         except (KeyError, RuntimeError) as e:
             raise ScorePolicyError(
                 f"{tensor_path}: tensors do not match monitor.json ({str(e)[:80]}); recalibrate"
             ) from e
-        return cls(rnd.eval(), cell, thresholds, s, traces, meta.get("info", {}))
+        return cls(rnd.eval(), cell, thresholds, s, traces, fit, meta.get("info", {}))
