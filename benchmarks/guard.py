@@ -64,8 +64,8 @@ class Args:
     """Test episodes per condition."""
     delta: float = 0.05
     """δ of the headline monitor."""
-    style: Style = "normalized"
-    """Threshold style of the headline monitor (see scorepolicy.guard.monitor)."""
+    style: Style = "episode"
+    """Threshold style of the headline monitor (see scorepolicy.guard.monitor; 'normalized' is in the sweep)."""
     conditions: str = "nominal,obs-noise,block-shift,unseen-start"
     """Conditions to test."""
     save: Path | None = None

@@ -34,7 +34,10 @@ def test_online_alarms_equal_the_monitor_offline(style: str) -> None:
     """The first alarm recorded during the rollout is the one `Monitor.first_alarm` finds on the episode's
     recorded scores; records do not depend on how many envs run together."""
     policy, task = point_setup()
-    monitor = point_monitor(policy, task).recalibrated(delta=0.5, style=style)  # low thresholds: alarms
+    delta = (
+        0.8 if style == "normalized" else 0.5
+    )  # low thresholds: some alarms (the joint AND scale is higher)
+    monitor = point_monitor(policy, task).recalibrated(delta=delta, style=style)
     seeds = range(2000, 2016)
     records = run_rollouts(
         GuardedPolicy(policy, monitor, keep_scores=True).rollout_policy(),
