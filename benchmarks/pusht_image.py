@@ -66,7 +66,7 @@ class Args:
     episodes: int = 50
     """Evaluation episodes (seeds 100000+)."""
     out: Path = RESULTS / "pusht_image.json"
-    """Result JSON (merged with what is there: speed and training parts are kept separately)."""
+    """Result JSON (merged with what is there: each speed run is appended, the training part replaced)."""
 
 
 def image_policy(encoder: str) -> ScorePolicy:
@@ -177,7 +177,12 @@ def main(args: Args) -> None:
     else:
         rows = speed_rows(args)
         print_table(rows)
-        result["speed"] = {"rows": rows, "load_average": list(os.getloadavg())}
+        run = {
+            "rows": rows,
+            "load_average": list(os.getloadavg()),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        result.setdefault("speed_runs", []).append(run)  # every run kept: on a shared machine they vary
     result["provenance"] = provenance("pusht-image")
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
