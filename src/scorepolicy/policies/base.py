@@ -42,12 +42,11 @@ from scorepolicy.models import (
     TransformerDenoiser,
     UNet1DDenoiser,
 )
+from scorepolicy.policies.acting import Goal, next_queued_action, select_from_dict
 from scorepolicy.policies.config import PolicyConfig
-from scorepolicy.policies.images import Crop, Frames, split_input, stack_history
+from scorepolicy.policies.images import Crop, Frames, split_input
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
-Goal = dict[str, Any]
-"""A goal: {'task': ids (B,) and/or 'goal': raw goal vectors (B, goal_dim)}, numpy or torch."""
 FORMAT = "scorepolicy/score-policy"
 FORMAT_VERSION = 1
 
@@ -77,31 +76,6 @@ def check_base_config(cfg: PolicyConfig, where: str) -> None:
     cfg.validate(f"{where}: ")
     if cfg.obs_dim - cfg.goal.obs_width < 1 or cfg.action_dim < 1:
         raise ScorePolicyError(f"{where}: obs_dim and action_dim must be positive (fill them from the data)")
-
-
-def next_queued_action(policy: Any, obs: Tensor | Frames, goal: Goal | None) -> Tensor:
-    """The observation-history / action-queue step of `select_action` shared by every policy runtime
-    (torch and ONNX): append the checked batch `obs` (B, d_o) (or, for image policies, a dict {"state":
-    (B, d_o), camera: (B, H, W, 3)}) to `policy._obs_history` (filled with it at an episode's start),
-    re-plan `policy.cfg.n_action_steps` actions with `policy.predict_action_chunk` when
-    `policy._action_queue` is empty, and pop the next action (B, d_a)."""
-    history_, queue = policy._obs_history, policy._action_queue
-    if history_ and _rows(history_[-1]) != _rows(obs):
-        raise ScorePolicyError("select_action: batch size changed without reset(); call policy.reset()")
-    if not history_:
-        history_.extend([obs] * policy.cfg.n_obs_steps)
-    else:
-        history_.append(obs)
-    if not queue:
-        history = stack_history(list(history_))
-        chunk = policy.predict_action_chunk(history, goal=goal if goal is not None else policy._goal)
-        queue.extend(chunk[:, : policy.cfg.n_action_steps].unbind(dim=1))
-    action: Tensor = queue.popleft()
-    return action
-
-
-def _rows(obs: Tensor | Frames) -> int:
-    return int((obs["state"] if isinstance(obs, dict) else obs).shape[0])
 
 
 class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
@@ -470,7 +444,7 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         the observation came in: a numpy array, or a tensor on the observation's device.
         """
         if isinstance(obs, Mapping) or self.image_encoder is not None:
-            return self._select_from_dict(obs, goal)
+            return select_from_dict(self, obs, goal)
         is_numpy = isinstance(obs, np.ndarray)
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32) if is_numpy else obs, dtype=torch.float32)
         single, where = o.ndim == 1, o.device
@@ -480,22 +454,6 @@ class ChunkPolicy(nn.Module, metaclass=abc.ABCMeta):
         action = next_queued_action(self, o, goal)
         action = action[0] if single else action
         return action.cpu().numpy() if is_numpy else action.to(where)  # type: ignore[return-value]
-
-    def _select_from_dict(self, obs: Any, goal: Goal | None) -> Any:
-        """`select_action` for a dict observation {"state", camera keys} (one step, batched or not)."""
-        if not isinstance(obs, Mapping):
-            self.split_input(obs, ())  # refuses an array with the keys this policy takes
-        given = obs.get("state")
-        is_numpy = not isinstance(given, Tensor)
-        where = given.device if isinstance(given, Tensor) else torch.device("cpu")
-        single = given is not None and np.ndim(given) == 1
-        if single:
-            obs = {k: (v[None] if isinstance(v, Tensor) else np.asarray(v)[None]) for k, v in obs.items()}
-        state, frames = self.split_input(obs, ())
-        step: Tensor | Frames = {"state": state.float(), **(frames or {})} if frames is not None else state
-        action = next_queued_action(self, step, goal)
-        action = action[0] if single else action
-        return action.cpu().numpy() if is_numpy else action.to(where)
 
     @property
     def queued_actions(self) -> int:
