@@ -23,6 +23,7 @@ from scorepolicy.core.task import StepInfos, Task
 from scorepolicy.data.windows import WindowDataset, min_max_stats
 from scorepolicy.models import MLPConfig
 from scorepolicy.policies import PolicyConfig, ScorePolicy
+from scorepolicy.rl.common import RLContext
 
 RADIUS = 0.15
 MAX_STEPS = 2
@@ -154,3 +155,13 @@ def reach_task() -> Task:
 def bimodal_base() -> ScorePolicy:
     """A base that picks the overshooting mode in about half of its chunks."""
     return train_tiny_base(biased_demos())
+
+
+def rl_context(base: Any, task: Task, run_dir: Path, env_steps: int, **kw: Any) -> RLContext:
+    """An RLContext for a test: 8 envs, training seeds from 1,000,000, reward 'success', no curve points
+    unless `evaluate` is given, no progress bar; any field can be overridden."""
+    settings: dict[str, Any] = {
+        "n_envs": 8, "train_seed": 1_000_000, "reward": "success", "evaluate": lambda policy, step: {},
+        "eval_every": 10**9, "checkpoint_every": 10**9, "progress": False, "seed": 0,
+    }  # fmt: skip
+    return RLContext(base, task, run_dir, env_steps, **{**settings, **kw})

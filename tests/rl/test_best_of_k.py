@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tests.rl.conftest import rl_context
 
 from scorepolicy.core.task import Task
 from scorepolicy.files import load_tensors
@@ -18,7 +19,6 @@ from scorepolicy.rl import best_of_k
 from scorepolicy.rl.best_of_k import discounted_returns, train_best_of_k
 from scorepolicy.rl.best_of_k_config import BestOfKConfig
 from scorepolicy.rl.best_of_k_policy import BestOfKPolicy, QEnsemble
-from scorepolicy.rl.common import RLContext
 from scorepolicy.rl.curves import Curve, CurveConfig
 
 SMALL = BestOfKConfig(
@@ -31,25 +31,6 @@ SMALL = BestOfKConfig(
     batch_size=128,
 )
 """Critic and data sizes for a test (seconds on one thread)."""
-
-
-def context(base: ScorePolicy, task: Task, run_dir: Path, env_steps: int, **kw: Any) -> RLContext:
-    """An RLContext on the reach task (no evaluation unless given)."""
-    args: dict[str, Any] = {
-        "base": base,
-        "task": task,
-        "run_dir": run_dir,
-        "env_steps": env_steps,
-        "n_envs": 16,
-        "train_seed": 1_000_000,
-        "reward": "success",
-        "evaluate": lambda policy, step: {},
-        "eval_every": 10**9,
-        "checkpoint_every": 10**9,
-        "progress": False,
-        "seed": 0,
-    }
-    return RLContext(**{**args, **kw})
 
 
 def _base(bimodal_base: ScorePolicy, path: Path) -> ScorePolicy:
@@ -100,7 +81,7 @@ def test_best_of_k_raises_success_of_a_biased_base(
     curve = Curve(tmp_path, reach_task, CurveConfig(episodes=100, seed=0, n_envs=50))
     base = _base(bimodal_base, tmp_path / "base")
     before = curve.point(base, 0)["success_rate"]
-    ctx = context(base, reach_task, tmp_path / "out", 1000, evaluate=curve.point)
+    ctx = rl_context(base, reach_task, tmp_path / "out", 1000, n_envs=16, evaluate=curve.point)
     policy = train_best_of_k(ctx, SMALL, False)
     after = float(curve.rows()[-1]["success_rate"])
     assert before < 0.6
@@ -120,7 +101,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
     torch.set_num_threads(1)
     cfg = BestOfKConfig(**{**SMALL.__dict__, "episodes_per_iteration": 60, "epochs": 5})
     base = _base(bimodal_base, tmp_path / "base")
-    whole = train_best_of_k(context(base, reach_task, tmp_path / "a", 600), cfg, False)
+    whole = train_best_of_k(rl_context(base, reach_task, tmp_path / "a", 600, n_envs=16), cfg, False)
     real_fit, fits = best_of_k.fit_critic, []
 
     def killed_in_the_second_fit(*args: Any) -> Any:
@@ -131,9 +112,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
 
     monkeypatch.setattr(best_of_k, "fit_critic", killed_in_the_second_fit)
     with pytest.raises(KeyboardInterrupt):
-        train_best_of_k(context(base, reach_task, tmp_path / "b", 600), cfg, False)
+        train_best_of_k(rl_context(base, reach_task, tmp_path / "b", 600, n_envs=16), cfg, False)
     monkeypatch.setattr(best_of_k, "fit_critic", real_fit)
-    resumed = train_best_of_k(context(base, reach_task, tmp_path / "b", 600), cfg, True)
+    resumed = train_best_of_k(rl_context(base, reach_task, tmp_path / "b", 600, n_envs=16), cfg, True)
     for k, v in whole.critic.state_dict().items():
         assert torch.equal(v, resumed.critic.state_dict()[k]), k
     a, b = (load_tensors(tmp_path / d / "model.safetensors") for d in "ab")

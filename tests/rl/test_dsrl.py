@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from tests.rl.conftest import rl_context
 
 from scorepolicy.core.task import Task
 from scorepolicy.policies import ChunkPolicy, ScorePolicy
-from scorepolicy.rl.common import RLContext
 from scorepolicy.rl.curves import Curve, CurveConfig
 from scorepolicy.rl.dsrl import train_dsrl
 from scorepolicy.rl.dsrl_config import DSRLConfig
@@ -29,25 +28,6 @@ SMALL = {
     "critic_warmup": 0,
 }
 """Networks and rates small enough for a test (seconds on one thread)."""
-
-
-def context(base: ScorePolicy, task: Task, run_dir: Path, env_steps: int, **kw: Any) -> RLContext:
-    """An RLContext on the reach task (no evaluation unless given)."""
-    args: dict[str, Any] = {
-        "base": base,
-        "task": task,
-        "run_dir": run_dir,
-        "env_steps": env_steps,
-        "n_envs": 8,
-        "train_seed": 1_000_000,
-        "reward": "success",
-        "evaluate": lambda policy, step: {},
-        "eval_every": 10**9,
-        "checkpoint_every": 10**9,
-        "progress": False,
-        "seed": 0,
-    }
-    return RLContext(**{**args, **kw})
 
 
 def test_noise_env_with_the_base_noise_reproduces_the_base_chunk(
@@ -84,7 +64,7 @@ def test_dsrl_raises_success_of_a_biased_base(
     curve = Curve(tmp_path, reach_task, CurveConfig(episodes=100, seed=0, n_envs=50))
     base = ScorePolicy.from_pretrained(_saved(bimodal_base, tmp_path / "base")).optimize_for_inference()
     before = curve.point(base, 0)["success_rate"]
-    ctx = context(base, reach_task, tmp_path / "out", steps, evaluate=curve.point, eval_every=steps)
+    ctx = rl_context(base, reach_task, tmp_path / "out", steps, evaluate=curve.point, eval_every=steps)
     policy = train_dsrl(ctx, DSRLConfig(variant=variant, **SMALL), False)  # type: ignore[arg-type]
     after = float(curve.rows()[-1]["success_rate"])
     assert before < 0.6
@@ -117,11 +97,11 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(
     torch.set_num_threads(1)
     cfg = DSRLConfig(variant=variant, **SMALL)  # type: ignore[arg-type]
     base = ScorePolicy.from_pretrained(_saved(bimodal_base, tmp_path / "base")).optimize_for_inference()
-    whole = train_dsrl(context(base, reach_task, tmp_path / "a", 800, checkpoint_every=300), cfg, False)
+    whole = train_dsrl(rl_context(base, reach_task, tmp_path / "a", 800, checkpoint_every=300), cfg, False)
     # a run killed after its checkpoint at ~300 steps (what it did after the checkpoint is lost) ...
-    train_dsrl(context(base, reach_task, tmp_path / "b", 500, checkpoint_every=300), cfg, False)
+    train_dsrl(rl_context(base, reach_task, tmp_path / "b", 500, checkpoint_every=300), cfg, False)
     # ... resumed to the full budget
-    resumed = train_dsrl(context(base, reach_task, tmp_path / "b", 800, checkpoint_every=300), cfg, True)
+    resumed = train_dsrl(rl_context(base, reach_task, tmp_path / "b", 800, checkpoint_every=300), cfg, True)
     for k, v in whole.actor.state_dict().items():
         assert torch.equal(v, resumed.actor.state_dict()[k]), k
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")  # critics etc. at the last checkpoint

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from tests.rl.conftest import rl_context
 
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.core.task import Task
@@ -128,14 +129,8 @@ def train_base(steps: int = 300) -> ScorePolicy:
 
 
 def context(base: Any, run_dir: Path, env_steps: int, **kw: Any) -> RLContext:
-    """An RLContext on the planar reach task (no curve points: evaluation is done by the tests)."""
-    settings: dict[str, Any] = {
-        "n_envs": 8, "train_seed": 1_000_000, "reward": "shaped", "eval_every": 10**9,
-        "checkpoint_every": 10**9, "progress": False, "seed": 0,
-    }  # fmt: skip
-    settings.setdefault("evaluate", lambda policy, step: {})
-    settings.update(kw)
-    return RLContext(base, REACH, run_dir, env_steps, **settings)
+    """The shared test context on the planar reach task with its shaped reward."""
+    return rl_context(base, REACH, run_dir, env_steps, **{"reward": "shaped", **kw})
 
 
 def success_rate(policy: Any, episodes: int = 60) -> float:
