@@ -14,6 +14,12 @@ from scorepolicy.core.task import Task
 Observation = np.ndarray | dict[str, np.ndarray]
 
 
+def as_observation(obs: Any) -> Observation:
+    """An env's observation as it came, without a copy (a dict as is, anything else as a numpy array); the
+    rollout's episode keeps the one private copy (`copy_observation`)."""
+    return obs if isinstance(obs, dict) else np.asarray(obs)
+
+
 def copy_observation(obs: Any) -> Observation:
     """A private copy of an env's observation: the state as float32, frames as uint8."""
     if isinstance(obs, dict):

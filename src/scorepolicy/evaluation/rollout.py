@@ -40,6 +40,7 @@ from scorepolicy.core.task import Task
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.observations import (
     Observation,
+    as_observation,
     copy_observation,
     stack_observations,
     state_of,
@@ -321,7 +322,7 @@ class SerialStepper:
             self.hook(i)
             try:
                 obs, _ = env.reset(seed=seed)
-                out.append((copy_observation(obs), None))
+                out.append((as_observation(obs), None))
             except Exception as exc:
                 out.append((None, _logged_error(f"resetting the env of seed {seed}", exc)))
         return out
@@ -337,7 +338,7 @@ class SerialStepper:
             try:
                 obs, reward, terminated, truncated, info = env.step(actions[i])
                 out.append(
-                    (copy_observation(obs), float(reward), bool(terminated), bool(truncated), dict(info))
+                    (as_observation(obs), float(reward), bool(terminated), bool(truncated), dict(info))
                 )
             except Exception as exc:
                 out.append(_logged_error(f"stepping the env of seed {self.seeds[i]}", exc))
