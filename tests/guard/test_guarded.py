@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from scorepolicy.errors import ScorePolicyError
 from scorepolicy.evaluation.waves import run_rollouts
 from scorepolicy.guard import Alarm, GuardedPolicy
 from tests.guard.helpers import point_monitor, point_setup
@@ -76,3 +78,14 @@ def test_single_observation_gives_plain_alarm_values() -> None:
     assert all(isinstance(v, float) for v in alarm.scores.values())
     policy.reset(seed=0)
     assert np.array_equal(action, policy.select_action(np.array([0.1, 0.5], dtype=np.float32)))
+
+
+def test_bad_observations_are_one_line_errors() -> None:
+    """The guarded decision encodes each observation once itself: it refuses what the policy would."""
+    policy, task = point_setup("ddim")
+    guarded = GuardedPolicy(policy, point_monitor(policy, task))
+    guarded.reset(seed=0)
+    with pytest.raises(ScorePolicyError, match="NaN or inf"):
+        guarded.select_action(np.array([np.nan, 0.5], dtype=np.float32))
+    with pytest.raises(ScorePolicyError, match="expected shape"):
+        guarded.decide(torch.zeros(1, policy.cfg.n_obs_steps, 3))

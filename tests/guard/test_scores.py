@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from scorepolicy.diffusion.random import RowGenerators
-from scorepolicy.guard.scores import RND, RNDConfig, chunk_entropy, monitor_seeds, sample_chunks
+from scorepolicy.guard.scores import (
+    RND,
+    Novelty,
+    RNDConfig,
+    chunk_entropy,
+    monitor_seeds,
+    sample_chunks,
+)
 from scorepolicy.policies import ChunkPolicy
 from tests.evaluation.conftest import stochastic_policy
 
@@ -22,17 +29,27 @@ def _policy(sampler: str) -> ChunkPolicy:
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
 @pytest.mark.parametrize("frozen", [False, True])
-def test_batched_b_samples_equal_b_seeded_single_calls(sampler: str, frozen: bool) -> None:
+@pytest.mark.parametrize("encoded", [False, True])
+def test_batched_b_samples_equal_b_seeded_single_calls(sampler: str, frozen: bool, encoded: bool) -> None:
     """One batched call (the policy's own rows + B monitor rows per episode) gives, bit for bit, the chunks
-    of B separate batch-1 calls seeded with the monitor seeds, and the policy's own chunks unchanged."""
+    of B separate batch-1 calls seeded with the monitor seeds, and the policy's own chunks unchanged; also
+    when every row reuses its history's embedding (`encoded`) instead of encoding the observation again."""
     policy = _policy(sampler)
     if frozen:
         policy.optimize_for_inference()
     n, b = 3, 5
     history = torch.randn(n, policy.cfg.n_obs_steps, 2, generator=torch.Generator().manual_seed(0))
+    cond = None
+    if encoded:
+        # as GuardedPolicy: the novelty graph's embeddings where the whole chunk runs as a graph
+        cond = torch.cat([policy.observation_embedding(history[i : i + 1]) for i in range(n)])
+        if policy.inference_path() == "torch-graph":
+            cond = Novelty(policy, RND(cond.shape[1], RNDConfig(width=8, out_dim=4))).scored(history)[0]
     episode_seeds = [11, 12, 13]
     policy.reset(seeds=episode_seeds)
-    own, sampled = sample_chunks(policy, history, RowGenerators(monitor_seeds(episode_seeds, b)), b)
+    own, sampled = sample_chunks(
+        policy, history, RowGenerators(monitor_seeds(episode_seeds, b)), b, cond=cond
+    )
     assert own is not None and sampled.shape == (n, b, policy.cfg.horizon, 2)
     policy.reset(seeds=episode_seeds)
     alone = policy.predict_action_chunk(history)  # the unguarded policy's chunks

@@ -224,3 +224,38 @@ def test_whole_chunk_graph_follows_new_statistics() -> None:
     reference.set_normalization(stats)
     assert torch.allclose(after, reference.predict_action_chunk(obs, noise=noise), atol=1e-4)
     assert not torch.allclose(after, before, atol=1e-2)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_chunks_from_condition_equal_chunks_from_observations(frozen: bool) -> None:
+    """predict_from_condition on `observation_embedding` gives the chunks of predict_action_chunk (same batch;
+    bit for bit where both encode eagerly: a frozen graph's own encoding may differ in the last bits, the
+    guard takes its embedding from a graph, tests/guard); one observation's row repeated samples many
+    chunks of it."""
+    policy = tiny_policy()
+    for p in policy.denoiser.out.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    if frozen:
+        policy.optimize_for_inference()
+    obs = torch.from_numpy(toy_windows().batch(np.arange(3))["obs"])
+    noise = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0))
+    direct = policy.predict_from_condition(policy.observation_embedding(obs), noise)
+    chunks = policy.predict_action_chunk(obs, noise=noise)
+    assert torch.allclose(direct, chunks, atol=1e-5) and (frozen or torch.equal(direct, chunks))
+    repeated = policy.predict_from_condition(policy.observation_embedding(obs[:1]).expand(3, -1), noise)
+    for i in range(3):  # bit equality across batch sizes depends on the matmul kernels (tests/guard)
+        alone = policy.predict_action_chunk(obs[:1], noise=noise[i : i + 1])
+        assert torch.allclose(repeated[i], alone[0], atol=1e-5)
+    assert not torch.allclose(repeated[0], repeated[1])  # other noise, other chunk
+    assert (policy._sampler_graph(None) is not None) == frozen
+
+
+def test_chunks_from_condition_refuse_goals_and_wrong_shapes() -> None:
+    policy = tiny_policy()
+    cond = policy.observation_embedding(torch.from_numpy(toy_windows().batch(np.arange(2))["obs"]))
+    with pytest.raises(ScorePolicyError, match="noise"):
+        policy.predict_from_condition(cond, torch.zeros(3, 4, 2))
+    cfg = tiny_policy().cfg
+    cfg.goal.n_tasks = 2
+    with pytest.raises(ScorePolicyError, match="goal-conditioned"):
+        ScorePolicy(cfg).predict_from_condition(cond, torch.zeros(2, 4, 2))

@@ -32,7 +32,7 @@ from scorepolicy.guard.scores import (
     monitor_seeds,
     sample_chunks,
 )
-from scorepolicy.policies import ChunkPolicy
+from scorepolicy.policies import ChunkPolicy, ScorePolicy
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
@@ -111,7 +111,8 @@ class _ChunkLoop:
         """One decision for histories (n, T_o, d_o): the policy's chunks (n, H, A), with this decision's
         monitor chunks sampled in the same batched call and scored."""
         samples = self._monitor_rows(history.shape[0])
-        chunk, sampled = sample_chunks(self.policy, history, samples, self.n_samples)
+        cond = self._condition(history)
+        chunk, sampled = sample_chunks(self.policy, history, samples, self.n_samples, cond=cond)
         assert chunk is not None
         self.decision_steps.append(self.step)
         self._decide(history, executed_positions(sampled, self.n_executed, self.positions))
@@ -126,6 +127,11 @@ class _ChunkLoop:
                 )
             self._samples = RowGenerators(monitor_seeds(seeds, self.n_samples))
         return self._samples
+
+    def _condition(self, history: Tensor) -> Tensor | None:
+        """The policy's condition terms (n, F) of the histories if a subclass has them at hand, for the
+        sampler to reuse (None: the sampler encodes each of its rows)."""
+        return None
 
     def _decide(self, history: Tensor, positions: Tensor) -> None:
         """Score one decision: histories (n, T_o, d_o), monitor chunks' executed positions (n, B, K, D)."""
@@ -146,6 +152,7 @@ class GuardedPolicy(_ChunkLoop):
         super().__init__(policy, monitor.n_samples, monitor.positions)
         self.monitor = monitor
         self.novelty = Novelty(policy, monitor.rnd)
+        self._rnd: Tensor | None = None  # this decision's RND scores, computed with the embeddings
         self.keep_scores = keep_scores
         self._raw: dict[str, list[np.ndarray]] = {k: [] for k in SCORES}
         self._cum: dict[str, deque[np.ndarray]] = {}
@@ -171,14 +178,33 @@ class GuardedPolicy(_ChunkLoop):
             )
         return action, alarm
 
+    def _condition(self, history: Tensor) -> Tensor | None:
+        """The RND scores of the histories (kept for `_decide`) and, where the policy's chunk is one frozen
+        graph (goal-free; its condition then has the bits of the novelty graph's embedding), the embeddings
+        they came from as the sampler's condition: each observation is encoded once per decision."""
+        want = (self.n_obs_steps, self.policy.cfg.obs_dim)
+        if tuple(history.shape[1:]) != want:  # the checks of predict_action_chunk, before the RND's
+            raise ScorePolicyError(
+                f"observation: expected shape (batch, {want[0]}, {want[1]}), got {tuple(history.shape)}"
+            )
+        if not bool(torch.isfinite(history).all()):
+            raise ScorePolicyError("observation: contains NaN or inf; check the sensor/env output")
+        shared = self.policy.inference_path() == "torch-graph" and isinstance(self.policy, ScorePolicy)
+        if not shared:
+            self._rnd = self.novelty(history)
+            return None
+        cond, self._rnd = self.novelty.scored(history)
+        return cond
+
     def _decide(self, history: Tensor, positions: Tensor) -> None:
         """Score one decision for all rows at once. The windowed score is the difference of running sums,
         the same float64 arithmetic as `Monitor.alarms` offline (`windowed`: cumsum, then c[t] − c[t−w])."""
         n = history.shape[0]
         if not self._first:
             self._first = [None] * n
+        assert self._rnd is not None
         raw = {
-            "rnd": self.novelty(history).numpy(),
+            "rnd": self._rnd.numpy(),
             "ace": chunk_entropy(positions, self.monitor.cell).numpy(),
         }
         w, rule = self.monitor.window, self.monitor.settings.get("rule", "and")

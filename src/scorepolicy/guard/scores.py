@@ -20,7 +20,7 @@ from scorepolicy.diffusion.random import RowGenerators
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.policies import ChunkPolicy
 from scorepolicy.policies.base import frozen_trace
-from scorepolicy.policies.score_policy import DETERMINISTIC_SAMPLERS
+from scorepolicy.policies.score_policy import DETERMINISTIC_SAMPLERS, ScorePolicy
 
 PositionMode = Literal["action", "cumsum"]
 """How executed positions come from actions: the actions are positions (Push-T's target position), or
@@ -119,14 +119,16 @@ class RND(nn.Module):
 
 
 class _NoveltyNet(nn.Module):
-    """rnd(policy's embedding of raw observation histories) as one module, to trace into one graph."""
+    """(policy's embedding, its RND score) of raw observation histories as one module, to trace into one
+    graph."""
 
     def __init__(self, policy: ChunkPolicy, rnd: RND) -> None:
         super().__init__()
         self.policy, self.rnd = policy, rnd
 
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.rnd(self.policy.condition(self.policy.normalize("obs", obs), None))
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.policy.condition(self.policy.normalize("obs", obs), None)
+        return z, self.rnd(z)
 
 
 class Novelty:
@@ -145,15 +147,20 @@ class Novelty:
 
     def __call__(self, histories: Tensor) -> Tensor:
         """RND score (N,) float64 of raw observation histories (N, T_o, d_o)."""
+        return self.scored(histories)[1]
+
+    def scored(self, histories: Tensor) -> tuple[Tensor, Tensor]:
+        """The policy's observation embeddings (N, F) of raw histories (N, T_o, d_o), each computed at
+        batch 1 (for goal-free policies: the condition its sampler uses), and their RND scores (N,) float64."""
         with torch.inference_mode():
             if self.graph is not None:
                 rows = [self.graph(histories[i : i + 1].float()) for i in range(histories.shape[0])]
             else:
-                rows = [
-                    self.rnd(self.policy.observation_embedding(histories[i : i + 1]))
-                    for i in range(len(histories))
-                ]
-        return torch.cat(rows).double()
+                z = [self.policy.observation_embedding(histories[i : i + 1]) for i in range(len(histories))]
+                rows = [(e, self.rnd(e)) for e in z]
+            if len(rows) == 1:
+                return rows[0][0], rows[0][1].double()
+            return torch.cat([e for e, _ in rows]), torch.cat([r for _, r in rows]).double()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -223,29 +230,44 @@ def check_guardable(policy: ChunkPolicy) -> None:
 
 
 def sample_chunks(
-    policy: ChunkPolicy, history: Tensor, samples: RowGenerators, n_samples: int, *, own: bool = True
+    policy: ChunkPolicy,
+    history: Tensor,
+    samples: RowGenerators,
+    n_samples: int,
+    *,
+    own: bool = True,
+    cond: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor]:
     """The policy's own chunks (n, H, A), drawn from its own noise streams exactly as `predict_action_chunk`
     would draw them, and B = n_samples monitor chunks per row (n, B, H, A) from `samples` (n·B rows,
     row-major), all in ONE batched sampler call. With `own=False` only the monitor chunks (first item None).
+
+    `cond` (n, F), a goal-free score policy's condition terms of each history (`observation_embedding`,
+    e.g. from `Novelty.scored`), spares the encoding of the n·(1+B) rows: each reuses its history's row.
     """
     n, cfg = history.shape[0], policy.cfg
     if len(samples) != n * n_samples:
         raise ValueError(f"monitor noise has {len(samples)} rows, expected {n} × {n_samples}")
+    if cond is not None and not isinstance(policy, ScorePolicy):
+        raise ValueError("sample_chunks: cond needs a ScorePolicy")
     shape = (cfg.horizon, cfg.action_dim)
     source = policy.noise_source
     mine: Tensor | None = None
     if own and cfg.diffusion.sampler not in DETERMINISTIC_SAMPLERS and not isinstance(source, RowGenerators):
         mine = policy.predict_action_chunk(history)  # one stream for the batch: it cannot be shared by rows
         own = False
-    obs = history.repeat_interleave(n_samples, dim=0)
+    inputs = history if cond is None else cond  # what each row is sampled from
+    rows_in = inputs.repeat_interleave(n_samples, dim=0)
     noise = samples.randn((n * n_samples, *shape))
     rows = samples
     if own:
-        obs, noise = torch.cat([history, obs]), torch.cat([policy.initial_noise(n), noise])
+        rows_in, noise = torch.cat([inputs, rows_in]), torch.cat([policy.initial_noise(n), noise])
         rows = RowGenerators.concat([source, samples]) if isinstance(source, RowGenerators) else samples
     with policy.noise_from(rows):
-        out = policy.predict_action_chunk(obs, noise=noise)  # type: ignore[call-arg]
+        if isinstance(policy, ScorePolicy) and cond is not None:
+            out = policy.predict_from_condition(rows_in, noise)
+        else:
+            out = policy.predict_action_chunk(rows_in, noise=noise)  # type: ignore[call-arg]
     if own:
         mine, out = out[:n], out[n:]
     return mine, out.reshape(n, n_samples, *shape)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -27,12 +27,21 @@ from scorepolicy.diffusion.edm import RawNet, consistency_precond
 from scorepolicy.diffusion.random import TrainNoise, bernoulli, randint, randn
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.models import MoDEDenoiser
-from scorepolicy.policies.base import ChunkPolicy, Goal, frozen_trace, read_policy_config, scalar
+from scorepolicy.policies.base import (
+    ChunkPolicy,
+    Goal,
+    feature_width,
+    frozen_trace,
+    read_policy_config,
+    scalar,
+)
 from scorepolicy.policies.config import DiffusionConfig, PolicyConfig, ScorePolicyConfig
 from scorepolicy.policies.images import Crop, Frames
 from scorepolicy.policies.registry import register_policy
 
 DETERMINISTIC_SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
+GraphKind = Literal["chunk", "from-condition"]
+"""The frozen graphs of a score policy: the whole chunk from observations, or the sampler from conditions."""
 """Samplers that draw no noise after the initial sample: a chunk is a fixed function of (obs, noise)."""
 
 
@@ -236,9 +245,16 @@ class ScorePolicy(ChunkPolicy):
         floats and each denoiser call finds its level by its place in the call order, so that no Python
         branch reads a tensor; same arithmetic otherwise. `images` (image policies) are encoded here, once.
         """
-        cfg = self.cfg
         state, goal = self.split_observation(obs, goal)
         cond = self._sampling_condition(self.observation_features(state, images), goal, guidance)
+        return self._run_sampler(cond, noise, nfe, guidance, unrolled=unrolled)
+
+    def _run_sampler(
+        self, cond: list[Tensor], noise: Tensor, nfe: int | None, guidance: float | None, *, unrolled: bool
+    ) -> Tensor:
+        """Sampling conditions ([cond] or [uncond, cond], see `_sampling_condition`) and standard-normal
+        noise → raw action chunks (the sampler run of `_sample_chunk`)."""
+        cfg = self.cfg
         levels = self._schedule(nfe)
         lam = cfg.goal.guidance if guidance is None else guidance
         guided = len(cond) == 2
@@ -264,6 +280,28 @@ class ScorePolicy(ChunkPolicy):
         x = sampler(denoise, noise * sigmas[0], sigmas, generator=self.noise_source)
         return self.unnormalize("action", x.clamp(-1.0, 1.0))
 
+    @torch.inference_mode()
+    def predict_from_condition(self, cond: Tensor, noise: Tensor, *, nfe: int | None = None) -> Tensor:
+        """Raw actions (B, T_p, d_a) from condition terms (B, F), as `observation_embedding` returns them,
+        and standard-normal initial noise (B, T_p, d_a): the sampler alone, the observations already
+        encoded. Many chunks for one observation encode it once: its row of terms, repeated. Goal-free
+        policies only (a goal-conditioned one mixes conditions; use `predict_action_chunk`)."""
+        if self.cfg.goal.enabled:
+            raise ScorePolicyError(
+                "predict_from_condition: this policy is goal-conditioned; sample with predict_action_chunk"
+            )
+        shape = (cond.shape[0], self.cfg.horizon, self.cfg.action_dim)
+        if cond.ndim != 2 or tuple(noise.shape) != shape:
+            raise ScorePolicyError(
+                f"predict_from_condition: expected cond (B, F) and noise {shape}, got "
+                f"{tuple(cond.shape)} and {tuple(noise.shape)}"
+            )
+        cond, noise = cond.to(self.device).float(), noise.to(self.device).float()
+        graph = self._sampler_graph(nfe)
+        if graph is not None:
+            return graph(cond, noise)
+        return self._run_sampler([cond], noise, nfe, None, unrolled=False)
+
     def inference_path(self) -> str:
         """How `predict_action_chunk` runs now: 'torch-graph' (the whole chunk as one frozen TorchScript
         graph), else 'torch-denoiser-graph' or 'torch-eager'."""
@@ -277,6 +315,15 @@ class ScorePolicy(ChunkPolicy):
         share of it (about halves the time). Deterministic samplers only, without goals, MLP or
         transformer denoisers (MoDE keeps its own per-level expert cache), on a CPU.
         """
+        return self._graph(nfe, "chunk")
+
+    def _sampler_graph(self, nfe: int | None) -> torch.jit.ScriptModule | None:
+        """`predict_from_condition`'s sampler (every step and the unnormalisation, from condition terms) as
+        one frozen TorchScript graph, where the whole-chunk graph applies."""
+        return self._graph(nfe, "from-condition")
+
+    def _graph(self, nfe: int | None, kind: GraphKind) -> torch.jit.ScriptModule | None:
+        """The frozen graph of `kind` at this schedule, traced on first use (see `_chunk_graph`)."""
         cfg, d = self.cfg, self.cfg.diffusion
         if (
             not self._frozen
@@ -287,21 +334,29 @@ class ScorePolicy(ChunkPolicy):
             or d.sampler not in DETERMINISTIC_SAMPLERS
         ):
             return None
-        key = self._schedule_key(nfe)
+        key = (kind, *self._schedule_key(nfe))
         if key not in self._graphs:  # a failed trace is remembered as None
-            self._graphs[key] = self._trace_chunk(nfe)
+            self._graphs[key] = self._trace_graph(nfe, kind)
         return self._graphs[key]
 
-    def _trace_chunk(self, nfe: int | None) -> torch.jit.ScriptModule | None:
-        """Trace `_sample_chunk` at this schedule into a frozen graph (None if TorchScript fails here)."""
+    def _trace_graph(self, nfe: int | None, kind: GraphKind) -> torch.jit.ScriptModule | None:
+        """Trace `_sample_chunk` (kind 'chunk') or `_run_sampler` from condition terms at this schedule into
+        a frozen graph (None if TorchScript fails here)."""
         cfg, fast = self.cfg, list(self._fast)
-        obs = torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim)
         noise = torch.zeros(2, cfg.horizon, cfg.action_dim)
+        module: torch.nn.Module
+        if kind == "chunk":
+            module, first, what = (
+                _ChunkSampler(self, nfe),
+                torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim),
+                "whole-chunk",
+            )
+        else:
+            first = self.condition(torch.zeros(2, cfg.n_obs_steps, feature_width(cfg)), None)
+            module, what = _ConditionSampler(self, nfe), "sampler"
         self._fast.clear()  # trace the eager denoiser into the one graph
         try:
-            return frozen_trace(
-                _ChunkSampler(self, nfe), (obs, noise), "whole-chunk graph", "step-by-step sampling"
-            )
+            return frozen_trace(module, (first, noise), f"{what} graph", "step-by-step sampling")
         finally:
             self._fast[:] = fast
 
@@ -355,7 +410,7 @@ class ScorePolicy(ChunkPolicy):
     def _schedule_key(self, nfe: int | None) -> tuple[Any, ...]:
         """What a schedule (and a whole-chunk graph) depends on: the NFE and every diffusion setting."""
         d = self.cfg.diffusion
-        return (nfe or d.nfe, *dataclasses.astuple(d))
+        return (nfe or d.nfe, *(getattr(d, f.name) for f in dataclasses.fields(d)))  # all scalars
 
     def _schedule(self, nfe: int | None) -> ScheduleLevels:
         """The σ schedule with per-level σ features (and MoDE's fused experts); cached while frozen."""
@@ -396,6 +451,17 @@ class _ChunkSampler(torch.nn.Module):
 
     def forward(self, obs: Tensor, noise: Tensor) -> Tensor:
         return self.policy._sample_chunk(obs, noise, None, self.nfe, None)
+
+
+class _ConditionSampler(torch.nn.Module):
+    """`policy.predict_from_condition(cond, noise)` at a fixed schedule, as a module for torch.jit.trace."""
+
+    def __init__(self, policy: ScorePolicy, nfe: int | None) -> None:
+        super().__init__()
+        self.policy, self.nfe = policy, nfe
+
+    def forward(self, cond: Tensor, noise: Tensor) -> Tensor:
+        return self.policy._run_sampler([cond], noise, self.nfe, None, unrolled=False)
 
 
 class _ExportChunk(torch.nn.Module):
