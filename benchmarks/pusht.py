@@ -1,36 +1,56 @@
-"""Push-T state benchmark under the Diffusion Policy low-dim protocol.
+"""Push-T benchmark under the Diffusion Policy low-dim protocol, with our state observation or DP's own.
 
-Trains the documented default score policy on 90 training episodes of the shared Push-T demonstrations
-(seed-42 split) and chooses among its kept snapshots by 100 rollouts on validation seeds 0..99. The
-chosen one is evaluated on 50 episodes (env seeds 100000..100049, 300 steps) at NFE 1, 2, 3, 5, 10 and
-20: mean score, mean max coverage, success with its Wilson 95% interval, and latency per action chunk
-(batch 1, one thread, best of three medians of 300 calls, timed after all rollouts). Every snapshot is
-also evaluated on the evaluation seeds, to show the spread. Prints a table, writes
-benchmarks/results/pusht.json and pusht.png.
+`--protocol state` (default) trains the `pusht` task's recipe (agent + block pose); `--protocol dp` trains
+the `pusht-keypoints` task's recipe (DP's observation: 9 block keypoints + the agent, and the settled longer
+schedule), exactly what `scorepolicy train --task pusht-keypoints` runs. Both train on 90 training episodes
+of the shared Push-T demonstrations (seed-42 split) and choose among the kept snapshots by 100 rollouts on
+validation seeds 0..99. The chosen one is evaluated on the evaluation seeds (100000.., 300 steps; 50
+episodes for state, 100 for dp) at NFE 1, 2, 3, 5, 10 and 20: mean score with its 95% interval, mean max
+coverage, success with its Wilson 95% interval, and latency per action chunk (batch 1, one thread, best of
+three medians of 300 calls, timed after all rollouts). Every kept snapshot is also evaluated on the
+evaluation seeds: their mean is the analogue of DP's "average of the last 10 checkpoints". `--protocol dp`
+prints the result beside Diffusion Policy's reported figures, with the CPU minutes spent. Writes
+benchmarks/results/pusht.json (state) or pusht_dp.json (dp) and a plot beside it.
 
     python benchmarks/pusht.py --data ../shared/data/pusht_cchi_v7_replay.zarr
+    python benchmarks/pusht.py --protocol dp --data ../shared/data/pusht_cchi_v7_replay.zarr
+    python benchmarks/pusht.py --protocol dp --run runs/pusht-kp --no-train   # an existing run
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tyro
 
 from scorepolicy import api
+from scorepolicy.api.jobs import recipe_job
 from scorepolicy.envs.registry import get_task
 from scorepolicy.evaluation import EvalConfig
 from scorepolicy.files import atomic_write_json, read_json, to_dict
 from scorepolicy.policies import ChunkPolicy, PolicyConfig, ScorePolicy
 from scorepolicy.provenance import provenance
-from scorepolicy.training import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
+
+
+PROTOCOL_TASKS = {"state": "pusht", "dp": "pusht-keypoints"}
+
+DP_REPORTED = [
+    ("DP-C (conv U-Net)", 0.95, 0.91, "100"),
+    ("DP-T (transformer)", 0.95, 0.79, "100"),
+    ("IBC", 0.90, 0.84, "-"),
+    ("BET", 0.79, 0.70, "-"),
+    ("LSTM-GMM", 0.67, 0.61, "-"),
+]
+"""Diffusion Policy (IJRR version), Table 1, Push-T state: mean score, max over checkpoints / average of the
+last 10 checkpoints, 3 training seeds x 50 initial states, trained on a GPU (DP: ~200 k gradient steps);
+the last field is the denoising steps per chunk (DP's DDPM: 100; the others do not denoise)."""
 
 
 @dataclass
@@ -39,16 +59,19 @@ class Args:
 
     data: Path = api.DEFAULT_PUSHT_ZARR
     """The Push-T replay zarr."""
-    run: Path = Path("runs/bench_pusht")
-    """Run directory of the trained policy."""
+    protocol: Literal["state", "dp"] = "state"
+    """state: the `pusht` task (agent + block pose); dp: `pusht-keypoints` (DP's keypoint observation), each
+    trained with its task's recipe."""
+    run: Path | None = None
+    """Run directory of the trained policy (default runs/bench_pusht or runs/bench_pusht_dp)."""
     train: bool = True
     """Train first (False: evaluate an existing run)."""
     resume: bool = False
     """Resume an interrupted benchmark training run."""
     nfe: tuple[int, ...] = (1, 2, 3, 5, 10, 20)
     """NFE values to evaluate."""
-    episodes: int = 50
-    """Evaluation episodes per NFE."""
+    episodes: int | None = None
+    """Evaluation episodes per NFE (default 50 for state, 100 for dp)."""
     seed: int = 100_000
     """First evaluation seed."""
     snapshots: bool = True
@@ -61,19 +84,30 @@ class Args:
     """First validation seed (apart from the evaluation seeds)."""
     max_train_episodes: int | None = 90
     """Training episodes after the seed-42 split (90: the DP low-dim protocol; None: all 202 of them)."""
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    training: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=40_000, checkpoint_every=5_000, num_threads=1)
-    )
-    out: Path = RESULTS / "pusht.json"
-    """Result JSON (the plot goes beside it)."""
+    threads: int = 1
+    """torch threads of the training process."""
+    out: Path | None = None
+    """Result JSON (default benchmarks/results/pusht.json or pusht_dp.json; the plot goes beside it)."""
+
+    def __post_init__(self) -> None:
+        suffix = "" if self.protocol == "state" else f"_{self.protocol}"
+        self.run = self.run or Path(f"runs/bench_pusht{suffix}")
+        self.out = self.out or RESULTS / f"pusht{suffix}.json"
+        self.episodes = self.episodes or (50 if self.protocol == "state" else 100)
+
+    @property
+    def task(self) -> str:
+        """The task the protocol trains and evaluates."""
+        return PROTOCOL_TASKS[self.protocol]
 
 
-def train_policy(args: Args) -> float:
-    """Train on the seed-42 split (the DP low-dim protocol caps it at 90 episodes); returns minutes."""
-    job = api.TrainJob(task="pusht", data=args.data, out=args.run, resume=args.resume)
-    job.dataset = api.DataConfig(val_fraction=0.02, max_train_episodes=args.max_train_episodes, split_seed=42)
-    job.policy, job.train = args.policy, args.training
+def train_policy(args: Args, run: Path) -> float:
+    """Train the task's recipe on the seed-42 split (the DP low-dim protocol caps it at 90 episodes);
+    returns minutes."""
+    job = recipe_job(args.task)
+    job.data, job.out, job.resume = args.data, run, args.resume
+    job.dataset.max_train_episodes = args.max_train_episodes
+    job.train.num_threads = args.threads
     t0 = time.perf_counter()
     api.run_training(job)
     return (time.perf_counter() - t0) / 60
@@ -94,7 +128,7 @@ def logged_train_minutes(run: Path) -> float | None:
 
 def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
     """One NFE: rollouts over the evaluation seeds, with a 95% interval on the mean score."""
-    cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
+    cfg = EvalConfig(episodes=args.episodes or 50, seed=args.seed, progress=False)
     result = api.evaluate_run(run, cfg, nfe=nfe)
     keys = (
         "success_rate",
@@ -105,15 +139,19 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
         "n_errors",
         "seeds",
     )
-    scores = np.array([e["score"] for e in result["episodes"] if "score" in e])
-    half = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
-    score_ci = [float(scores.mean() - half), float(scores.mean() + half)]
     return {
         "nfe": nfe,
         **{k: result.get(k) for k in keys},
-        "score_ci": score_ci,
-        "max_steps": cfg.max_steps or get_task("pusht").max_steps,
+        "score_ci": score_interval(result["episodes"]),
+        "max_steps": cfg.max_steps or get_task(args.task).max_steps,
     }
+
+
+def score_interval(episodes: list[dict[str, Any]]) -> list[float]:
+    """Normal 95% interval of the mean score over episodes."""
+    scores = np.array([e["score"] for e in episodes if "score" in e])
+    half = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
+    return [float(scores.mean() - half), float(scores.mean() + half)]
 
 
 def best_latency(policy: ChunkPolicy, rounds: int = 3) -> dict[str, Any]:
@@ -125,7 +163,7 @@ def best_latency(policy: ChunkPolicy, rounds: int = 3) -> dict[str, Any]:
 
 def transformer_latency(policy_cfg: PolicyConfig, nfe: int) -> dict[str, Any]:
     """Latency of the transformer denoiser at the same sizes (weights do not change the cost)."""
-    cfg = dataclasses.replace(policy_cfg, denoiser="transformer", obs_dim=6, action_dim=2)
+    cfg = dataclasses.replace(policy_cfg, denoiser="transformer")
     cfg.diffusion = dataclasses.replace(cfg.diffusion, nfe=nfe)
     return best_latency(ScorePolicy(cfg).optimize_for_inference())
 
@@ -144,7 +182,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Score and success vs NFE (with intervals) and latency vs NFE."""
     import matplotlib
 
@@ -160,7 +198,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         [r["success_ci"][1] - s for s, r in zip(succ, rows)],
     ]
     a.errorbar(nfe, succ, yerr=err, fmt="s-", capsize=3, label="success (95% Wilson)")
-    a.set(xscale="log", xlabel="NFE", ylim=(0, 1.02), title="Push-T state, 50 episodes")
+    a.set(xscale="log", xlabel="NFE", ylim=(0, 1.02), title=title)
     a.legend()
     b.plot(nfe, [r["ms_per_chunk"] for r in rows], "o-")
     b.set(xscale="log", xlabel="NFE", ylabel="ms per chunk (batch 1, 1 thread)", title="Latency")
@@ -183,49 +221,97 @@ def protocol(run: Path, rows: list[dict[str, Any]]) -> str:
     data = f"{len(train_idx)} of {n_total} episodes as training episodes{which}"
     first, last = rows[0]["seeds"]
     steps = rows[0]["max_steps"]
-    return f"Push-T state: {data}, seed-{split['split_seed']} split; env seeds {first}..{last}, {steps} steps"
+    obs = "keypoints (DP's observation)" if meta.get("task") == "pusht-keypoints" else "state"
+    return f"Push-T {obs}: {data}, seed-{split['split_seed']} split; env seeds {first}..{last}, {steps} steps"
+
+
+def evaluate_kept_snapshots(run: Path, args: Args, policy: ScorePolicy) -> list[dict[str, Any]]:
+    """Every kept snapshot on the evaluation seeds, each sampled exactly like the final model."""
+    cfg = EvalConfig(episodes=args.episodes or 50, seed=args.seed)
+    ssm = policy.cfg.diffusion.sample_sigma_max
+    rows = api.evaluate_snapshots(run, cfg, task=args.task, sample_sigma_max=ssm)
+    out = [
+        {k: r[k] for k in ("snapshot", "mean_score", "success_rate", "success_ci")}
+        for r in rows
+        if "skipped" not in r
+    ]
+    for r in out:
+        print(f"{r['snapshot']}: score {r['mean_score']:.3f}, success {r['success_rate']:.2f}")
+    return out
+
+
+def cpu_minutes(run: Path, minutes: float | None) -> float | None:
+    """Wall minutes x processes x torch threads per process, from the run's saved settings."""
+    train = read_json(run / "train_config.json")["train"]
+    return None if minutes is None else minutes * train.get("ranks", 1) * train["num_threads"]
+
+
+def print_beside_dp(result: dict[str, Any]) -> None:
+    """Our NFE-3 row (chosen on validation seeds / mean of the kept snapshots) under DP's reported rows."""
+    print(
+        f"\n{'Push-T state protocol':<34} {'best':>6} {'avg':>6} {'success':>8} {'steps':>6} {'compute':>22}"
+    )
+    for name, best, avg in DP_REPORTED:
+        print(
+            f"{name + ' (reported)':<34} {best:>6.2f} {avg:>6.2f} {'-':>8} {'100':>6} {'GPU, ~200 k steps':>22}"
+        )
+    row = next((r for r in result["nfe_sweep"] if r["nfe"] == 3), result["nfe_sweep"][0])
+    avg = result["snapshot_mean_score"]
+    avg_txt = f"{avg:>6.3f}" if avg is not None else f"{'-':>6}"
+    cpu = result["cpu_minutes"]
+    compute = f"{cpu:.0f} CPU-min" if cpu is not None else "?"
+    print(
+        f"{'ours, ' + result['policy']['denoiser'] + ', NFE ' + str(row['nfe']):<34} {row['mean_score']:>6.3f} "
+        f"{avg_txt} {row['success_rate']:>8.2f} {row['nfe']:>6} {compute:>22}"
+    )
+    print(
+        "ours: best = the snapshot chosen on validation seeds, on the evaluation seeds; avg = mean over kept snapshots"
+    )
 
 
 def main(args: Args) -> None:
-    minutes = train_policy(args) if args.train else logged_train_minutes(args.run)
-    selection, chosen = None, args.run
+    run = args.run or Path("runs/bench_pusht")
+    minutes = train_policy(args, run) if args.train else logged_train_minutes(run)
+    selection, chosen = None, run
     if args.select:
         val = EvalConfig(episodes=args.val_episodes, seed=args.val_seed, progress=False)
-        selection, chosen = api.select_snapshot(args.run, val), args.run / "best"
+        selection, chosen = api.select_snapshot(run, val), run / "best"
         print(f"chosen on validation seeds: {selection['best']}")
     rows = [evaluate_nfe(chosen, n, args) for n in args.nfe]
     for row in rows:  # timed after all rollouts, so that no evaluation shares the machine
         lat = best_latency(api.load_policy(chosen, row["nfe"]))
         row.update(ms_per_chunk=lat["ms_per_chunk"], latency_round_medians_ms=lat["round_medians_ms"])
     print_table(rows)
-    policy = ScorePolicy.from_pretrained(args.run)
-    snapshots = []
-    if args.snapshots:  # each snapshot sampled exactly like the final model
-        cfg = EvalConfig(episodes=args.episodes, seed=args.seed)
-        ssm = policy.cfg.diffusion.sample_sigma_max
-        rows_all = api.evaluate_snapshots(args.run, cfg, task="pusht", sample_sigma_max=ssm)
-        snapshots = [
-            {k: r[k] for k in ("snapshot", "mean_score", "success_rate", "success_ci")} for r in rows_all
-        ]
-        for r in snapshots:
-            print(f"{r['snapshot']}: score {r['mean_score']:.3f}, success {r['success_rate']:.2f}")
+    policy = ScorePolicy.from_pretrained(run)
+    snapshots = evaluate_kept_snapshots(run, args, policy) if args.snapshots else []
     tf = transformer_latency(policy.cfg, policy.cfg.diffusion.nfe)
     print(f"transformer denoiser latency at NFE {tf['nfe']}: {tf['ms_per_chunk']:.3f} ms per chunk")
+    meta = read_json(run / "train_config.json")
     result = {
-        "protocol": protocol(args.run, rows),
+        "protocol": protocol(run, rows),
+        "task": args.task,
         "train_minutes": minutes,
+        "cpu_minutes": cpu_minutes(run, minutes),
         "policy": to_dict(policy.cfg),
-        "train": to_dict(args.training),
+        "train": meta["train"],
         "evaluated": str(chosen),
         "selection_on_validation_seeds": selection,
         "nfe_sweep": rows,
         "snapshots_at_default_nfe": snapshots,
+        "snapshot_mean_score": float(np.mean([r["mean_score"] for r in snapshots])) if snapshots else None,
+        "snapshot_mean_success": float(np.mean([r["success_rate"] for r in snapshots]))
+        if snapshots
+        else None,
+        "dp_reported": [{"method": m, "best": b, "avg_last_10": a, "nfe": n} for m, b, a, n in DP_REPORTED],
         "transformer_latency": tf,
-        "provenance": provenance("pusht"),
+        "provenance": provenance(args.task),
     }
-    atomic_write_json(args.out, result)
-    plot(rows, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    if args.protocol == "dp":
+        print_beside_dp(result)
+    out = args.out or RESULTS / "pusht.json"
+    atomic_write_json(out, result)
+    plot(rows, out.with_suffix(".png"), f"{result['protocol'].split(':')[0]}, {args.episodes} episodes")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -181,11 +181,17 @@ def test_dataset_obs_reads_the_recorded_arrays() -> None:
         PUSHT_KEYPOINTS_TASK.dataset_obs(bad)
 
 
-def test_recipe_is_pushts() -> None:
+def test_recipe_is_pushts_with_the_unet_for_8k_steps() -> None:
     job, pusht = parse_train(["--task", "pusht-keypoints"]), parse_train(["--task", "pusht"])
-    assert job.task == "pusht-keypoints"
-    assert (job.dataset, job.policy, job.train) == (pusht.dataset, pusht.policy, pusht.train)
+    assert job.task == "pusht-keypoints" and job.dataset == pusht.dataset
     assert job.dataset.max_train_episodes == 90 and job.policy.n_obs_steps == 2
+    assert job.policy.denoiser == "unet1d" and job.policy.horizon == pusht.policy.horizon
+    t = job.train
+    assert (t.steps, t.checkpoint_every, t.keep_snapshots, t.num_threads) == (8_000, 1_000, 8, 1)
+    changed = {"steps", "checkpoint_every", "keep_snapshots"}
+    assert {k: v for k, v in vars(t).items() if k not in changed} == {
+        k: v for k, v in vars(pusht.train).items() if k not in changed
+    }
 
 
 def test_trains_on_recorded_keypoints_and_evaluates_end_to_end(tmp_path: Path) -> None:
