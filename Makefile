@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch is installed first, pinned; the package itself only asks for torch>=2.4.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint typecheck bench-pusht clean
+.PHONY: setup demo test lint typecheck bench-pusht bench-pusht-dp clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: lint typecheck
 
 bench-pusht: $(STAMP)
 	$(PY) benchmarks/pusht.py
+
+bench-pusht-dp: $(STAMP)
+	$(PY) benchmarks/pusht.py --protocol dp
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

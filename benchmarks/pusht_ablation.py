@@ -52,6 +52,9 @@ class Args:
     """First validation seed."""
     latency: bool = True
     """Time each row's chunk (batch 1, one thread) after all rollouts."""
+    reuse: bool = False
+    """Keep the rows of an existing --out JSON whose label, run, NFE and evaluation seeds are unchanged
+    (to add rows to a table without evaluating the others again)."""
     out: Path = RESULTS / "pusht_ablation.json"
     """Result JSON (the plot goes beside it)."""
 
@@ -197,12 +200,29 @@ def plot(rows: list[dict[str, Any]], path: Path, episodes: int) -> None:
     fig.savefig(path, dpi=120)
 
 
+def reusable_rows(args: Args) -> dict[tuple[str, str, int | None], dict[str, Any]]:
+    """Rows of the existing result JSON evaluated on the same seeds, keyed by (label, run, requested NFE)."""
+    if not args.reuse or not args.out.is_file():
+        return {}
+    old = read_json(args.out)
+    return {
+        (r["label"], r["run"], r.get("requested_nfe")): r
+        for r in old.get("rows", [])
+        if r["episodes"] == args.episodes and r.get("seed") == args.seed
+    }
+
+
 def main(args: Args) -> None:
-    rows = [evaluate_row(*parse_row(spec), args) for spec in args.rows]
+    old, rows = reusable_rows(args), []
+    for spec in args.rows:
+        label, run, nfe = parse_row(spec)
+        row = old.get((label, str(run), nfe)) or evaluate_row(label, run, nfe, args)
+        rows.append({**row, "requested_nfe": nfe, "seed": args.seed})
     if args.latency:  # after every rollout, so that no evaluation shares the machine
         for r in rows:
-            lat = api.measure_latency(api.load_policy(Path(r["evaluated"]), r["nfe"]), batch=1, threads=1)
-            r["ms_per_chunk"] = lat["ms_per_chunk"]
+            if r.get("ms_per_chunk") is None:
+                lat = api.measure_latency(api.load_policy(Path(r["evaluated"]), r["nfe"]), batch=1, threads=1)
+                r["ms_per_chunk"] = lat["ms_per_chunk"]
     compare(rows, args.reference)
     print_table(rows)
     tasks = sorted({r["task"] for r in rows if r["task"]})
