@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
+from pusht_ablation import logged_minutes, training_cost
 from scorepolicy import api
 from scorepolicy.api.jobs import recipe_job
 from scorepolicy.envs.registry import get_task
@@ -111,19 +112,6 @@ def train_policy(args: Args, run: Path) -> float:
     t0 = time.perf_counter()
     api.run_training(job)
     return (time.perf_counter() - t0) / 60
-
-
-def logged_train_minutes(run: Path) -> float | None:
-    """Training wall-clock recorded in metrics.csv (sum of logging intervals), for runs trained earlier."""
-    import csv
-
-    path = run / "metrics.csv"
-    if not path.exists():
-        return None
-    rows = [r for r in csv.DictReader(path.open()) if r["steps_per_s"]]
-    steps = [int(r["step"]) for r in rows]
-    gaps = [b - a for a, b in zip([0, *steps[:-1]], steps)]
-    return sum(g / float(r["steps_per_s"]) for g, r in zip(gaps, rows)) / 60
 
 
 def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
@@ -240,12 +228,6 @@ def evaluate_kept_snapshots(run: Path, args: Args, policy: ScorePolicy) -> list[
     return out
 
 
-def cpu_minutes(run: Path, minutes: float | None) -> float | None:
-    """Wall minutes x processes x torch threads per process, from the run's saved settings."""
-    train = read_json(run / "train_config.json")["train"]
-    return None if minutes is None else minutes * train.get("ranks", 1) * train["num_threads"]
-
-
 def print_beside_dp(result: dict[str, Any]) -> None:
     """Our NFE-3 row (chosen on validation seeds / mean of the kept snapshots) under DP's reported rows."""
     print(
@@ -271,7 +253,7 @@ def print_beside_dp(result: dict[str, Any]) -> None:
 
 def main(args: Args) -> None:
     run = args.run or Path("runs/bench_pusht")
-    minutes = train_policy(args, run) if args.train else logged_train_minutes(run)
+    minutes = train_policy(args, run) if args.train else logged_minutes(run)
     selection, chosen = None, run
     if args.select:
         val = EvalConfig(episodes=args.val_episodes, seed=args.val_seed, progress=False)
@@ -291,7 +273,7 @@ def main(args: Args) -> None:
         "protocol": protocol(run, rows),
         "task": args.task,
         "train_minutes": minutes,
-        "cpu_minutes": cpu_minutes(run, minutes),
+        "cpu_minutes": training_cost(run)["cpu_minutes"],
         "policy": to_dict(policy.cfg),
         "train": meta["train"],
         "evaluated": str(chosen),
