@@ -182,13 +182,7 @@ class GuardedPolicy(_ChunkLoop):
         """The RND scores of the histories (kept for `_decide`) and, where the policy's chunk is one frozen
         graph (goal-free; its condition then has the bits of the novelty graph's embedding), the embeddings
         they came from as the sampler's condition: each observation is encoded once per decision."""
-        want = (self.n_obs_steps, self.policy.cfg.obs_dim)
-        if tuple(history.shape[1:]) != want:  # the checks of predict_action_chunk, before the RND's
-            raise ScorePolicyError(
-                f"observation: expected shape (batch, {want[0]}, {want[1]}), got {tuple(history.shape)}"
-            )
-        if not bool(torch.isfinite(history).all()):
-            raise ScorePolicyError("observation: contains NaN or inf; check the sensor/env output")
+        self.policy._check_obs(history, (self.n_obs_steps, self.policy.cfg.obs_dim))  # before the RND's
         shared = self.policy.inference_path() == "torch-graph" and isinstance(self.policy, ScorePolicy)
         if not shared:
             self._rnd = self.novelty(history)

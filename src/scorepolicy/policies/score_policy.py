@@ -40,9 +40,9 @@ from scorepolicy.policies.images import Crop, Frames
 from scorepolicy.policies.registry import register_policy
 
 DETERMINISTIC_SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
+"""Samplers that draw no noise after the initial sample: a chunk is a fixed function of (obs, noise)."""
 GraphKind = Literal["chunk", "from-condition"]
 """The frozen graphs of a score policy: the whole chunk from observations, or the sampler from conditions."""
-"""Samplers that draw no noise after the initial sample: a chunk is a fixed function of (obs, noise)."""
 
 
 class ScheduleLevels:
@@ -346,11 +346,8 @@ class ScorePolicy(ChunkPolicy):
         noise = torch.zeros(2, cfg.horizon, cfg.action_dim)
         module: torch.nn.Module
         if kind == "chunk":
-            module, first, what = (
-                _ChunkSampler(self, nfe),
-                torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim),
-                "whole-chunk",
-            )
+            first = torch.zeros(2, cfg.n_obs_steps, cfg.obs_dim)
+            module, what = _ChunkSampler(self, nfe), "whole-chunk"
         else:
             first = self.condition(torch.zeros(2, cfg.n_obs_steps, feature_width(cfg)), None)
             module, what = _ConditionSampler(self, nfe), "sampler"
