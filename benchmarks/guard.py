@@ -68,6 +68,9 @@ class Args:
     """Threshold style of the headline monitor (see scorepolicy.guard.monitor; 'normalized' is in the sweep)."""
     conditions: str = "nominal,obs-noise,block-shift,unseen-start"
     """Conditions to test."""
+    select_seed: int | None = 400_000
+    """First seed of the validation episodes per condition on which each rule's window and style are chosen
+    (None: the monitor's --style and window 8)."""
     save: Path | None = None
     """Keep each task's monitor and per-decision scores under SAVE/<task> (for --from-saved)."""
     from_saved: Path | None = None
@@ -101,6 +104,7 @@ def _config(args: Args, task: str) -> BenchConfig:
         sampler=args.obstacles_sampler if obstacles else None,
         positions="cumsum" if obstacles else "action",
         style=args.style,
+        select_seed=args.select_seed,
         plot=_plot(task),
         overhead_repeats=args.overhead_repeats,
         save=None if args.save is None else args.save / task,

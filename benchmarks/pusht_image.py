@@ -57,6 +57,8 @@ class Args:
     """Training minutes between snapshots (each evaluated once training ends: the learning curve)."""
     encoder: str = "cnn"
     """Encoder of the training run."""
+    denoiser: str = "mlp"
+    """Denoiser of the training run (and of its step-time measurement): mlp or unet1d (DP's CNN-based policy)."""
     data: Path = Path("/work/shared/data/pusht_cchi_v7_replay.zarr")
     """Push-T replay zarr (with its recorded frames)."""
     run: Path = Path("/work/runs/visionmodel/pusht-image")
@@ -69,9 +71,10 @@ class Args:
     """Result JSON (merged with what is there: each speed run is appended, the training part replaced)."""
 
 
-def image_policy(encoder: str) -> ScorePolicy:
+def image_policy(encoder: str, denoiser: str = "mlp") -> ScorePolicy:
     """A Push-T image score policy (agent position + one 96×96 camera) with DP's chunking."""
     cfg = PolicyConfig(
+        denoiser=denoiser,  # type: ignore[arg-type]
         obs_dim=2,
         action_dim=2,
         image_shapes={"image": SHAPE},
@@ -81,9 +84,9 @@ def image_policy(encoder: str) -> ScorePolicy:
     return ScorePolicy(cfg)
 
 
-def images_per_second(encoder: str, batch: int, steps: int, threads: int) -> float:
+def images_per_second(encoder: str, batch: int, steps: int, threads: int, denoiser: str = "mlp") -> float:
     """Training frames per second (batch · T_o frames per step) on synthetic data."""
-    policy = image_policy(encoder).train()
+    policy = image_policy(encoder, denoiser).train()
     opt = make_optimizer(policy, TrainConfig())
     rng = np.random.default_rng(0)
     t_o = policy.cfg.n_obs_steps
@@ -126,12 +129,13 @@ def train_curve(args: Args) -> list[dict[str, Any]]:
     """Train for about train_minutes (steps from a measured step time), snapshot every eval_every_minutes,
     then evaluate every snapshot (50 episodes, seeds 100000+, NFE 3): the learning curve."""
     batch = 64
-    per_step = batch * 2 / images_per_second(args.encoder, batch, 3, args.threads)
+    per_step = batch * 2 / images_per_second(args.encoder, batch, 3, args.threads, args.denoiser)
     total = max(1, int(args.train_minutes * 60 / per_step))
     every = max(1, int(args.eval_every_minutes * 60 / per_step))
     job = api.TrainJob(task="pusht-image", data=args.data, out=args.run)
     job.dataset.max_train_episodes = 90
     job.policy.vision.encoder = args.encoder  # type: ignore[assignment]
+    job.policy.denoiser = args.denoiser  # type: ignore[assignment]
     job.train.steps, job.train.batch_size, job.train.progress = total, batch, False
     job.train.num_threads, job.train.checkpoint_every = args.threads, every
     job.train.keep_snapshots = total // every + 2
@@ -170,6 +174,7 @@ def main(args: Args) -> None:
     if args.train_minutes > 0:
         result["training"] = {
             "encoder": args.encoder,
+            "denoiser": args.denoiser,
             "threads": args.threads,
             "episodes": args.episodes,
             "curve": train_curve(args),

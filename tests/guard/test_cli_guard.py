@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -123,7 +124,14 @@ def test_saved_bench_reanalyses_to_the_same_result(obstacle_run: Path, tmp_path:
         )
 
     assert comparable(again) == comparable(result)
+    chosen = result["selection"]["chosen"]
+    assert result["selection"]["seeds"] == [400_000, 400_003]
+    assert (result["monitor"]["window"], result["monitor"]["style"]) == (
+        chosen["and"]["window"],
+        chosen["and"]["style"],
+    )
     monitor = Monitor.load(tmp_path / "saved" / "monitor").recalibrated(style="normalized")
-    other = analyse_saved(tmp_path / "saved", cfg, monitor)
+    other = analyse_saved(tmp_path / "saved", dataclasses.replace(cfg, select_seed=None), monitor)
+    assert "selection" not in other
     assert other["monitor"]["style"] == "normalized"
     assert set(other["conditions"]) == {"nominal", "block-shift"}

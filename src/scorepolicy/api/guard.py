@@ -77,8 +77,13 @@ class BenchConfig:
     """PNG of both scores over time for a failing and a succeeding episode."""
     deltas: tuple[float, ...] = (0.05, 0.1)
     """δ values whose false-alarm rate on fresh nominal successes is reported."""
-    windows: tuple[int, ...] = (1, 2, 4, 8)
-    """Windows of the sweep (reported beside the headline, never chosen on the test episodes)."""
+    windows: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    """Windows of the sweep on the test episodes (reported, never chosen there) and the candidates of the
+    choice on validation episodes."""
+    select_seed: int | None = 400_000
+    """First seed of the validation episodes (`episodes` per condition, guarded like the test ones) on which
+    each rule's window and threshold style are chosen (`guard.bench.select_settings`); None keeps the
+    monitor's own."""
     overhead_repeats: int = 300
     """Timed decisions for the overhead."""
     save: Path | None = None
@@ -114,12 +119,18 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     seeds = range(first, first + cfg.episodes)
     options = RolloutOptions(n_envs=cfg.n_envs, progress=False)
     records = {c: bench.guarded_records(policy, monitor, tasks[c], seeds, options) for c in conditions}
+    validation = None
+    if cfg.select_seed is not None:
+        val_seeds = range(cfg.select_seed, cfg.select_seed + cfg.episodes)
+        validation = {
+            c: bench.guarded_records(policy, monitor, tasks[c], val_seeds, options) for c in conditions
+        }
     conds = {c: tasks[c].condition.as_dict() for c in conditions}
     if cfg.save is not None:
         monitor.save(cfg.save / "monitor")
         saved = {"run": str(cfg.run), "task": task_name, "conditions": conds, "records": records}
-        atomic_write_json(cfg.save / "records.json", saved)
-    result = analyse(monitor, records, conds, cfg, task_name)
+        atomic_write_json(cfg.save / "records.json", saved | {"validation": validation})
+    result = analyse(monitor, records, conds, cfg, task_name, validation)
     result["overhead"] = bench.decision_overhead(policy, monitor, cfg.overhead_repeats)
     result["seconds"] = {
         "calibration": t_cal,
@@ -135,13 +146,19 @@ def analyse(
     conditions: dict[str, dict[str, Any]],
     cfg: BenchConfig,
     task_name: str,
+    validation: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Everything but the overhead from guarded records (with `guard_scores`) per condition: per condition
     and rule the detection metrics, pooled, false alarms on fresh nominal successes per δ, the window sweep,
-    and the plot."""
+    and the plot. With `validation` records, each rule's window and style are chosen on them first and the
+    FIPER rule's choice is the headline monitor."""
     from scorepolicy.guard import bench
 
     pooled = [r for rs in records.values() for r in rs]
+    chosen = None
+    if validation and cfg.select_seed is not None:
+        chosen = bench.select_settings(monitor, [r for rs in validation.values() for r in rs], cfg.windows)
+        monitor = monitor.recalibrated(window=chosen["and"]["window"], style=chosen["and"]["style"])
     per_condition = {}
     for c, rs in records.items():
         s = sum(float(r["success"]) > 0.5 for r in rs)
@@ -150,7 +167,7 @@ def analyse(
             "n_episodes": len(rs),
             "success_rate": s / len(rs),
             "success_ci": list(wilson_interval(s, len(rs))),
-            "rules": bench.rule_metrics(monitor, rs),
+            "rules": bench.rule_metrics(monitor, rs, chosen),
         }
     fresh = [r for r in records.get("nominal", []) if float(r["success"]) > 0.5]
     seeds = sorted(int(r["seed"]) for r in pooled)
@@ -163,11 +180,15 @@ def analyse(
         "thresholds": {k: np.round(v, 6).tolist() for k, v in monitor.thresholds.items()},
         "calibration": {k: v for k, v in monitor.info.items() if k not in ("provenance", "rnd_loss")},
         "conditions": per_condition,
-        "pooled": bench.rule_metrics(monitor, pooled),
+        "pooled": bench.rule_metrics(monitor, pooled, chosen),
         "false_alarms_on_fresh_successes": bench.false_alarms(monitor, fresh, cfg.deltas),
         "window_sweep": bench.window_sweep(monitor, pooled, cfg.windows),
         "provenance": provenance(task_name),
     }
+    if validation and chosen is not None:
+        val_seeds = sorted(int(r["seed"]) for rs in validation.values() for r in rs)
+        result["selection"] = {"by": "pooled balanced accuracy", "seeds": [val_seeds[0], val_seeds[-1]]}
+        result["selection"]["chosen"] = chosen
     if cfg.plot is not None:
         picked = bench.pick_plot_episodes(records, monitor)
         if picked is not None:
@@ -181,7 +202,9 @@ def analyse_saved(directory: Path, cfg: BenchConfig, monitor: Monitor | None = N
     saved one recalibrated to another style) replaces the saved one."""
     saved: Any = read_json(directory / "records.json")
     monitor = monitor or Monitor.load(directory / "monitor")
-    return analyse(monitor, saved["records"], saved["conditions"], cfg, saved["task"])
+    return analyse(
+        monitor, saved["records"], saved["conditions"], cfg, saved["task"], saved.get("validation")
+    )
 
 
 def _ref(record: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +242,15 @@ def format_bench(result: dict[str, Any]) -> str:
         else:
             rate = f"{row['rate']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})"
             lines.append(f"{head}: {row['false_alarms']}/{row['n_successes']} = {rate}")
+    sel = result.get("selection")
+    if sel is not None:
+        picks = "; ".join(
+            f"{RULE_LABELS[rule]} w = {c['window']}, {c['style']} ({c['accuracy']:.2f})"
+            for rule, c in sel["chosen"].items()
+        )
+        lines.append(
+            f"chosen on validation seeds {sel['seeds'][0]}..{sel['seeds'][1]} ({sel['by']}): {picks}"
+        )
     lines.append("FIPER pooled over conditions by window and threshold style (TPR / TNR / accuracy / TWA):")
     for row in result["window_sweep"]:
         vals = " / ".join(

@@ -28,6 +28,8 @@ from scorepolicy.policies import ChunkPolicy
 
 RULES: tuple[Rule, ...] = ("and", "rnd", "ace")
 STYLES: tuple[Style, ...] = ("episode", "normalized", "step")
+GUARANTEED_STYLES: tuple[Style, ...] = ("episode", "normalized")
+"""Threshold styles whose false-alarm rate on new successes is ≤ δ by construction ('step' is not)."""
 RULE_NAMES = {"and": "FIPER (RND and ACE)", "rnd": "RND alone", "ace": "ACE alone"}
 
 
@@ -39,12 +41,18 @@ def guarded_records(
     return [r for r in run_rollouts(guarded, task, seeds, options) if "error" not in r]
 
 
+def _first_alarm(monitor: Monitor, record: Mapping[str, Any]) -> int | None:
+    """The decision index of a guarded record's first alarm under `monitor` (None: no alarm)."""
+    s = record["guard_scores"]
+    return monitor.first_alarm(np.asarray(s["rnd"]), np.asarray(s["ace"]))
+
+
 def with_alarms(monitor: Monitor, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """(success, first_alarm_step, length) of each record under `monitor`'s rule and thresholds."""
     out = []
     for r in records:
         s = r["guard_scores"]
-        first = monitor.first_alarm(np.asarray(s["rnd"]), np.asarray(s["ace"]))
+        first = _first_alarm(monitor, r)
         step = None if first is None else int(s["steps"][first])
         out.append(
             {"success": float(r["success"]) > 0.5, "first_alarm_step": step, "length": int(r["length"])}
@@ -52,9 +60,45 @@ def with_alarms(monitor: Monitor, records: Sequence[Mapping[str, Any]]) -> list[
     return out
 
 
-def rule_metrics(monitor: Monitor, records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Detection metrics (TPR, TNR, accuracy, DT, TWA with intervals) of each rule on the same episodes."""
-    return {rule: detection_metrics(with_alarms(monitor.recalibrated(rule=rule), records)) for rule in RULES}
+def rule_metrics(
+    monitor: Monitor,
+    records: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Detection metrics (TPR, TNR, accuracy, DT, TWA with intervals) of each rule on the same episodes, each
+    rule at its `chosen` window and style (`select_settings`) when given, else at the monitor's."""
+    out: dict[str, dict[str, Any]] = {}
+    for rule in RULES:
+        pick = (chosen or {}).get(rule, {})
+        m = monitor.recalibrated(rule=rule, window=pick.get("window"), style=pick.get("style"))
+        out[rule] = detection_metrics(with_alarms(m, records))
+    return out
+
+
+def select_settings(
+    monitor: Monitor,
+    records: Sequence[Mapping[str, Any]],
+    windows: Sequence[int],
+    styles: Sequence[Style] = GUARANTEED_STYLES,
+) -> dict[str, dict[str, Any]]:
+    """For each rule, the window and threshold style with the best balanced accuracy on `records` (validation
+    episodes of every condition, never the test ones; FIPER chooses both per task too). Ties go to the
+    smaller window, then the earlier style. Only styles whose ≤ δ guarantee holds are candidates."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for rule in RULES:
+        best: dict[str, Any] | None = None
+        for w in windows:
+            for style in styles:
+                m = detection_metrics(
+                    with_alarms(monitor.recalibrated(window=w, style=style, rule=rule), records)
+                )
+                acc = -1.0 if m["accuracy"] is None else float(m["accuracy"])
+                if best is None or acc > best["accuracy"] + 1e-12:
+                    best = {"window": w, "style": style, "accuracy": acc, "twa": m["twa"]}
+        if best is None:
+            raise ScorePolicyError("guard bench: choosing a window and style needs at least one of each")
+        chosen[rule] = best
+    return chosen
 
 
 def false_alarms(
@@ -173,7 +217,7 @@ def pick_plot_episodes(
 
     fails = [tagged(c, r) for c, rs in records.items() for r in rs if not r["success"]]
     succ = [tagged(c, r) for c, rs in records.items() for r in rs if r["success"]]
-    caught = [r for r in fails if r.get("alarm")]
+    caught = [r for r in fails if _first_alarm(monitor, r) is not None]
     nominal = [r for r in succ if r["condition"] == "nominal"]
     if not fails or not succ:
         return None
