@@ -100,6 +100,8 @@ def test_guard_bench_reports_every_condition_and_rule(obstacle_run: Path, tmp_pa
     assert result["overhead"]["n_samples"] == 3 and result["overhead"]["guarded_cpu_ms"] > 0
     assert result["provenance"]["versions"]["scorepolicy"]
     assert ("plot" in result) == png.is_file()
+    chosen = result["selection"]["chosen"]  # chosen on 4 validation episodes per condition from 400000
+    assert result["selection"]["seeds"] == [400_000, 400_003] and set(chosen) == {"and", "rnd", "ace"}
 
 
 def test_saved_bench_reanalyses_to_the_same_result(obstacle_run: Path, tmp_path: Path) -> None:

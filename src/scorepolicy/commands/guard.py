@@ -86,6 +86,9 @@ class GuardBench:
     """Test episodes per condition (seeds --seed ..)."""
     seed: int | None = None
     """First test seed (default: the task's, 100000 for Push-T)."""
+    select_seed: int | None = 400_000
+    """First seed of --episodes validation episodes per condition on which each rule's window and threshold
+    style are chosen before the test episodes are scored (None: keep the monitor's)."""
     nfe: int | None = None
     """Denoiser evaluations per chunk (default: the run's config)."""
     n_envs: int = 50
