@@ -15,6 +15,7 @@ import numpy as np
 
 from scorepolicy.data.formats import DataFormat, OpenedDataset, open_dataset
 from scorepolicy.data.lerobot_video import FrameOptions
+from scorepolicy.data.zarr_replay import frames_as_uint8
 from scorepolicy.errors import ScorePolicyError
 from scorepolicy.files import atomic_write_bytes
 
@@ -55,11 +56,7 @@ def _zarr_frames(dataset: OpenedDataset, episode: int, n: int) -> tuple[dict[str
         )
         if rows.ndim != 4 or rows.shape[-1] != 3:
             continue
-        out[key] = (
-            np.clip(np.rint(rows), 0, 255).astype(np.uint8)
-            if rows.dtype.kind == "f"
-            else rows.astype(np.uint8)
-        )
+        out[key] = frames_as_uint8(rows, root / "data" / key)
     return out, offsets
 
 

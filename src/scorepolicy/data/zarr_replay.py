@@ -47,7 +47,7 @@ def _array_shape(path: Path) -> tuple[int, ...]:
 
 def _read_v2_fast(meta: ArrayMeta, frames: bool = False) -> np.ndarray:
     """Decode a plain local zarr-v2 array chunk by chunk with numcodecs (every chunk must be present);
-    with `frames`, each chunk is converted to uint8 as it is decoded (`_chunk_to_uint8`), so a float image
+    with `frames`, each chunk is converted to uint8 as it is decoded (`frames_as_uint8`), so a float image
     array never exists in memory at full size."""
     import numcodecs
 
@@ -73,21 +73,27 @@ def _read_v2_fast(meta: ArrayMeta, frames: bool = False) -> np.ndarray:
             )
         block = np.frombuffer(decoded, dtype=meta.dtype).reshape(meta.chunks)
         block = block[tuple(slice(0, r.stop - r.start) for r in region)]
-        out[region] = _chunk_to_uint8(block, chunk_file) if frames else block
+        out[region] = frames_as_uint8(block, chunk_file) if frames else block
     return out
 
 
-def _chunk_to_uint8(block: np.ndarray, where: Path) -> np.ndarray:
-    """Image values as uint8: integers in 0..255 kept, floats in 0..255 rounded; a one-line error otherwise."""
-    if block.dtype == np.uint8 or block.size == 0:
-        return block
-    lo, hi = block.min(), block.max()
-    if not (lo >= 0 and hi <= 255):  # also catches NaN
+def frames_as_uint8(frames: np.ndarray, where: str | Path) -> np.ndarray:
+    """Image values as uint8: uint8 kept as is, other integers and floats in 0..255 (floats rounded); a
+    one-line error naming `where` otherwise (NaN included). The one converter of recorded camera frames."""
+    if frames.dtype == np.uint8:
+        return frames
+    if frames.dtype.kind not in "fiu":
         raise ScorePolicyError(
-            f"{where}: image values must lie in 0..255 to be read as uint8 frames, found {lo}..{hi}; "
-            "rescale the array (frames in 0..1 need x 255) or read it with keys=[...] as floats"
+            f"{where}: frames must be uint8, integers or floats in 0..255, got {frames.dtype}"
         )
-    return np.rint(block) if block.dtype.kind == "f" else block
+    if frames.size:
+        lo, hi = frames.min(), frames.max()
+        if not (lo >= 0 and hi <= 255):  # also catches NaN
+            raise ScorePolicyError(
+                f"{where}: image values must lie in 0..255 to be read as uint8 frames, found {lo}..{hi}; "
+                "rescale the array (frames in 0..1 need x 255) or read it with keys=[...] as floats"
+            )
+    return (np.rint(frames) if frames.dtype.kind == "f" else frames).astype(np.uint8)
 
 
 def _blosc_frame_complete(raw: bytes, nbytes: int) -> bool:
@@ -114,7 +120,7 @@ def _read_array(path: Path, frames: bool = False) -> np.ndarray:
                 "pip install 'zarr>=3'"
             )
         arr = np.asarray(zarr.open_array(str(path), mode="r")[...])
-        return _chunk_to_uint8(arr, path).astype(np.uint8, copy=False) if frames else arr
+        return frames_as_uint8(arr, path) if frames else arr
     except ScorePolicyError:
         raise
     except Exception as exc:

@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from scorepolicy.core.episodes import Episodes
+from scorepolicy.data.zarr_replay import frames_as_uint8
 from scorepolicy.envs.pusht import PUSHT_TASK, PushTStateEnv, make_pusht_env
 from scorepolicy.envs.pusht_render import CANVAS_PX, PushTRenderer
 from scorepolicy.errors import ScorePolicyError
@@ -97,20 +98,6 @@ def pusht_image_dataset_obs(episodes: Episodes) -> np.ndarray:
             f"{episodes.source or 'episodes'}: pusht-image needs the 'state' key in the data"
         )
     return agent_pos_from_state(episodes.data["state"])
-
-
-def frames_as_uint8(frames: np.ndarray, where: str) -> np.ndarray:
-    """Frames (N, H, W, 3) as uint8: uint8 kept as is, floats in 0..255 rounded (one-line error otherwise)."""
-    if frames.dtype == np.uint8:
-        return frames
-    if frames.dtype.kind != "f":
-        raise ScorePolicyError(f"{where}: frames must be uint8 or float 0..255, got {frames.dtype}")
-    lo, hi = float(frames.min(initial=0.0)), float(frames.max(initial=0.0))
-    if lo < 0.0 or hi > 255.0:
-        raise ScorePolicyError(
-            f"{where}: float frames must hold 0..255, found {lo:g}..{hi:g} (frames in 0..1 need × 255)"
-        )
-    return np.rint(frames).astype(np.uint8)
 
 
 def pusht_image_dataset_images(episodes: Episodes) -> dict[str, np.ndarray]:
