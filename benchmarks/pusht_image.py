@@ -2,14 +2,15 @@
 
 Speed: training steps (forward, backward, AdamW) of an image score policy on synthetic 96×96 frames (the
 cost does not depend on their content), DP's shapes (T_o 2, horizon 16, random 84-px crops), for each
-encoder on one and two threads. Latency: `predict_action_chunk` at batch 1, one thread, NFE 3, after
-`optimize_for_inference`, for each encoder (frames encoded once per chunk). With `--train-minutes M`, the
-pusht-image task is trained from the replay zarr (90 episodes) for about M minutes (the step count from a
-measured step time), with a snapshot every `--eval-every-minutes`; every snapshot is then evaluated (50
-episodes of seeds 100000+, NFE 3) and the learning curve goes into the JSON.
+encoder and denoiser on one and two threads. Latency: `predict_action_chunk` at batch 1, one thread, NFE 3,
+after `optimize_for_inference` (frames encoded once per chunk). With `--train-minutes M`, the pusht-image
+task is trained from the replay zarr (90 episodes) for about M minutes (the step count from a measured step
+time), with a snapshot every `--eval-every-minutes`; every snapshot is then evaluated (50 episodes of seeds
+100000+, NFE 3) and the learning curve goes into the JSON's `training_runs` (one entry per encoder and
+denoiser; the last snapshot is the run's result, the others are its curve).
 
-    python benchmarks/pusht_image.py                                       # speed and latency, ~5 min
-    python benchmarks/pusht_image.py --train-minutes 170 --eval-every-minutes 30 --threads 2
+    python benchmarks/pusht_image.py                                       # speed and latency, ~10 min
+    python benchmarks/pusht_image.py --train-minutes 100 --eval-every-minutes 26 --threads 1 --denoiser unet1d
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Args:
 
     encoders: tuple[str, ...] = ("cnn", "resnet18")
     """Encoders to time."""
+    denoisers: tuple[str, ...] = ("mlp", "unet1d")
+    """Denoisers to time with each encoder."""
     batch: dict[str, int] = field(default_factory=lambda: {"cnn": 64, "resnet18": 16})
     """Training batch (windows of T_o = 2 frames) per encoder for the images/s measurement."""
     steps: int = 5
@@ -109,14 +112,15 @@ def images_per_second(encoder: str, batch: int, steps: int, threads: int, denois
 
 
 def speed_rows(args: Args) -> list[dict[str, Any]]:
-    """Images/s on 1 and 2 threads and the batch-1 latency, per encoder."""
+    """Images/s on 1 and 2 threads and the batch-1 latency, per encoder and denoiser."""
     rows = []
-    for encoder in args.encoders:
+    for encoder, denoiser in ((e, d) for e in args.encoders for d in args.denoisers):
         batch = args.batch.get(encoder, 16)
-        row: dict[str, Any] = {"encoder": encoder, "train_batch": batch}
+        row: dict[str, Any] = {"encoder": encoder, "denoiser": denoiser, "train_batch": batch}
         for threads in (1, 2):
-            row[f"images_per_s_{threads}t"] = round(images_per_second(encoder, batch, args.steps, threads), 1)
-        policy = image_policy(encoder).eval().optimize_for_inference()
+            ips = images_per_second(encoder, batch, args.steps, threads, denoiser)
+            row[f"images_per_s_{threads}t"] = round(ips, 1)
+        policy = image_policy(encoder, denoiser).eval().optimize_for_inference()
         lat = api.measure_latency(policy, batch=1, threads=1, repeats=args.repeats)
         row.update(latency_ms=round(lat["ms_per_chunk"], 2), latency_p90_ms=round(lat["ms_p90"], 2))
         row.update(nfe=lat["nfe"], path=lat["path"])
@@ -163,22 +167,32 @@ def train_curve(args: Args) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("| encoder | images/s (1 thread) | images/s (2 threads) | ms/chunk (batch 1, 1 thread, NFE 3) |")
-    print("|---|---|---|---|")
+    print(
+        "| encoder | denoiser | images/s (1 thread) | images/s (2 threads) | ms/chunk (batch 1, 1 thread, NFE 3) |"
+    )
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['encoder']} | {r['images_per_s_1t']} | {r['images_per_s_2t']} | {r['latency_ms']} |")
+        d = r.get("denoiser", "mlp")
+        print(
+            f"| {r['encoder']} | {d} | {r['images_per_s_1t']} | {r['images_per_s_2t']} | {r['latency_ms']} |"
+        )
 
 
 def main(args: Args) -> None:
     result: dict[str, Any] = read_json(args.out) if args.out.is_file() else {}
     if args.train_minutes > 0:
-        result["training"] = {
+        run = {
             "encoder": args.encoder,
             "denoiser": args.denoiser,
             "threads": args.threads,
+            "train_minutes": args.train_minutes,
             "episodes": args.episodes,
             "curve": train_curve(args),
+            "provenance": provenance("pusht-image"),
         }
+        same = (args.encoder, args.denoiser)
+        kept = [r for r in result.get("training_runs", []) if (r["encoder"], r["denoiser"]) != same]
+        result["training_runs"] = [*kept, run]
     else:
         rows = speed_rows(args)
         print_table(rows)
