@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("gym_pusht")
 
+from scorepolicy.cli import parse_train
 from scorepolicy.core.episodes import Episodes
 from scorepolicy.data.formats import load_dataset
 from scorepolicy.data.zarr_replay import read_replay_zarr, write_replay_zarr
@@ -157,3 +158,13 @@ def test_dataset_images_need_the_frames() -> None:
     del episodes.data["img"]
     with pytest.raises(ScorePolicyError, match="images=True"):
         PUSHT_IMAGE_TASK.dataset_images(episodes)  # type: ignore[misc]
+
+
+def test_recipe_is_the_benchmarked_unet_run() -> None:
+    """`train --task pusht-image` trains what benchmarks/pusht_image.py measured: the U-Net with the CPU CNN,
+    batch 64, 13.7 k steps, every quarter kept for `select`."""
+    job = parse_train(["--task", "pusht-image"])
+    assert job.policy.denoiser == "unet1d" and job.policy.vision.encoder == "cnn"
+    t = job.train
+    assert (t.steps, t.batch_size, t.checkpoint_every, t.keep_snapshots) == (13_700, 64, 3_425, 4)
+    assert job.dataset.max_train_episodes == 90

@@ -41,7 +41,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train.checkpoint_every": 1_000,
         "train.keep_snapshots": 8,
     },
-    "pusht-image": {**_PUSHT_RECIPE, "train.batch_size": 64},
+    "pusht-image": {
+        **_PUSHT_RECIPE,
+        "policy.denoiser": "unet1d",
+        "train.batch_size": 64,
+        "train.steps": 13_700,
+        "train.checkpoint_every": 3_425,
+        "train.keep_snapshots": 4,
+    },
     "obstacles": {},
     "target-image": {"policy.vision.crop": 28, "train.steps": 1_500, "train.batch_size": 64},
     "metaworld-mt10": {
@@ -55,7 +62,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 results: Diffusion Policy's low-dim Push-T protocol with the 40k-step benchmark budget for `pusht`, and for
 `pusht-keypoints` the recipe settled by `benchmarks/pusht_ablation.py` and run by `benchmarks/pusht.py
 --protocol dp`: DP's 1-D conv U-Net (at CPU widths) for 8 k steps, about an hour on one core, every 1 k-step
-snapshot kept for `select`; the MT10 section of the README). Flags given on the command line override them."""
+snapshot kept for `select`; for `pusht-image` the run of `benchmarks/pusht_image.py`: the U-Net with the CPU
+CNN at batch 64 for 13.7 k steps, about 96 minutes on one core; the MT10 section of the README). Flags given on
+the command line override them."""
 
 
 def flag_name(path: str) -> str:
