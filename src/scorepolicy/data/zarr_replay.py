@@ -91,7 +91,7 @@ def frames_as_uint8(frames: np.ndarray, where: str | Path) -> np.ndarray:
         if not (lo >= 0 and hi <= 255):  # also catches NaN
             raise ScorePolicyError(
                 f"{where}: image values must lie in 0..255 to be read as uint8 frames, found {lo}..{hi}; "
-                "rescale the array (frames in 0..1 need x 255) or read it with keys=[...] as floats"
+                "rescale the array (frames in 0..1 need x 255)"
             )
     return (np.rint(frames) if frames.dtype.kind == "f" else frames).astype(np.uint8)
 
