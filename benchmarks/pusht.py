@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
-from pusht_ablation import logged_minutes, training_cost
+from pusht_ablation import logged_minutes, score_interval, training_cost
 from scorepolicy import api
 from scorepolicy.api.jobs import recipe_job
 from scorepolicy.envs.registry import get_task
@@ -90,16 +90,29 @@ class Args:
     out: Path | None = None
     """Result JSON (default benchmarks/results/pusht.json or pusht_dp.json; the plot goes beside it)."""
 
-    def __post_init__(self) -> None:
-        suffix = "" if self.protocol == "state" else f"_{self.protocol}"
-        self.run = self.run or Path(f"runs/bench_pusht{suffix}")
-        self.out = self.out or RESULTS / f"pusht{suffix}.json"
-        self.episodes = self.episodes or (50 if self.protocol == "state" else 100)
-
     @property
     def task(self) -> str:
         """The task the protocol trains and evaluates."""
         return PROTOCOL_TASKS[self.protocol]
+
+    @property
+    def _suffix(self) -> str:
+        return "" if self.protocol == "state" else f"_{self.protocol}"
+
+    @property
+    def run_dir(self) -> Path:
+        """--run, or the protocol's default run directory."""
+        return self.run or Path(f"runs/bench_pusht{self._suffix}")
+
+    @property
+    def out_path(self) -> Path:
+        """--out, or the protocol's default result JSON."""
+        return self.out or RESULTS / f"pusht{self._suffix}.json"
+
+    @property
+    def n_episodes(self) -> int:
+        """--episodes, or the protocol's default (50 for state, 100 for dp)."""
+        return self.episodes or (50 if self.protocol == "state" else 100)
 
 
 def train_policy(args: Args, run: Path) -> float:
@@ -116,7 +129,7 @@ def train_policy(args: Args, run: Path) -> float:
 
 def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
     """One NFE: rollouts over the evaluation seeds, with a 95% interval on the mean score."""
-    cfg = EvalConfig(episodes=args.episodes or 50, seed=args.seed, progress=False)
+    cfg = EvalConfig(episodes=args.n_episodes, seed=args.seed, progress=False)
     result = api.evaluate_run(run, cfg, nfe=nfe)
     keys = (
         "success_rate",
@@ -130,16 +143,9 @@ def evaluate_nfe(run: Path, nfe: int, args: Args) -> dict[str, Any]:
     return {
         "nfe": nfe,
         **{k: result.get(k) for k in keys},
-        "score_ci": score_interval(result["episodes"]),
+        "score_ci": score_interval([e["score"] for e in result["episodes"] if "score" in e]),
         "max_steps": cfg.max_steps or get_task(args.task).max_steps,
     }
-
-
-def score_interval(episodes: list[dict[str, Any]]) -> list[float]:
-    """Normal 95% interval of the mean score over episodes."""
-    scores = np.array([e["score"] for e in episodes if "score" in e])
-    half = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
-    return [float(scores.mean() - half), float(scores.mean() + half)]
 
 
 def best_latency(policy: ChunkPolicy, rounds: int = 3) -> dict[str, Any]:
@@ -215,7 +221,7 @@ def protocol(run: Path, rows: list[dict[str, Any]]) -> str:
 
 def evaluate_kept_snapshots(run: Path, args: Args, policy: ScorePolicy) -> list[dict[str, Any]]:
     """Every kept snapshot on the evaluation seeds, each sampled exactly like the final model."""
-    cfg = EvalConfig(episodes=args.episodes or 50, seed=args.seed)
+    cfg = EvalConfig(episodes=args.n_episodes, seed=args.seed)
     ssm = policy.cfg.diffusion.sample_sigma_max
     rows = api.evaluate_snapshots(run, cfg, task=args.task, sample_sigma_max=ssm)
     out = [
@@ -248,7 +254,7 @@ def print_beside_dp(result: dict[str, Any]) -> None:
 
 
 def main(args: Args) -> None:
-    run = args.run or Path("runs/bench_pusht")
+    run = args.run_dir
     minutes = train_policy(args, run) if args.train else logged_minutes(run)
     selection, chosen = None, run
     if args.select:
@@ -286,9 +292,9 @@ def main(args: Args) -> None:
     }
     if args.protocol == "dp":
         print_beside_dp(result)
-    out = args.out or RESULTS / "pusht.json"
+    out = args.out_path
     atomic_write_json(out, result)
-    plot(rows, out.with_suffix(".png"), f"{result['protocol'].split(':')[0]}, {args.episodes} episodes")
+    plot(rows, out.with_suffix(".png"), f"{result['protocol'].split(':')[0]}, {args.n_episodes} episodes")
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

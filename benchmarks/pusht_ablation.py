@@ -119,13 +119,18 @@ def training_cost(run: Path) -> dict[str, Any]:
     }
 
 
+def score_interval(scores: list[float]) -> list[float]:
+    """Normal 95% interval of the mean score over episodes."""
+    mean, half = float(np.mean(scores)), 1.96 * float(np.std(scores, ddof=1)) / len(scores) ** 0.5
+    return [mean - half, mean + half]
+
+
 def evaluate_row(label: str, run: Path, nfe: int | None, args: Args) -> dict[str, Any]:
     """One row: choose the snapshot, roll out on the evaluation seeds, score interval."""
     where, snapshot = chosen_snapshot(run, args)
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, progress=False)
     res = api.evaluate_run(where, cfg, nfe=nfe)
     scores = [float(e["score"]) for e in res["episodes"]]
-    half = 1.96 * float(np.std(scores, ddof=1)) / np.sqrt(len(scores))
     policy_cfg = read_json(where / "config.json")["policy"]
     row = {
         "label": label,
@@ -135,7 +140,7 @@ def evaluate_row(label: str, run: Path, nfe: int | None, args: Args) -> dict[str
         "denoiser": policy_cfg["denoiser"],
         "nfe": nfe or policy_cfg["diffusion"]["nfe"],
         "mean_score": float(np.mean(scores)),
-        "score_ci": [float(np.mean(scores)) - half, float(np.mean(scores)) + half],
+        "score_ci": score_interval(scores),
         "success_rate": res["success_rate"],
         "success_ci": res["success_ci"],
         "n_success": int(sum(int(e["success"]) for e in res["episodes"])),
